@@ -1,0 +1,135 @@
+"""The call record (CDR): one per call, written when the call starts, refreshed while it runs and
+finalised when it ends, so a call whose worker dies still leaves a record (see store.mark_lost).
+
+Pure data; times are epoch seconds passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .meter import CostBreakdown
+
+__all__ = ["SCALAR_FIELDS", "CallRecord", "CallStatus", "EndReason"]
+
+# Prefix of the warnings that come from the cost breakdown; apply_cost replaces exactly these,
+# so a refreshed cost does not pile up stale copies while other warnings are kept.
+_COST_WARNING = "cost: "
+
+
+class EndReason(enum.StrEnum):
+    """Why a call ended."""
+
+    CALLER_HANGUP = "caller_hangup"
+    """The carrier ended the stream (``stop`` event or the media socket closed): the caller hung up."""
+    MODEL_ERROR = "model_error"
+    """The Realtime session failed (connect error, fatal ``error`` event, session expired)."""
+    OPERATOR = "operator"
+    """An operator ended it (``DELETE /sessions/{id}``) or the agent hung up on purpose."""
+    TIMEOUT = "timeout"
+    """A limit ran out: maximum call length, no media from the carrier, no answer from the model."""
+    WORKER_LOST = "worker_lost"
+    """The worker process died with the call live; set by ``mark_lost``, ended_at is the record's
+    last update."""
+    DRAIN = "drain"
+    """The worker shut down (SIGTERM drain) and the call outlived the drain period."""
+    BRIDGE_ERROR = "bridge_error"
+    """A bug or unexpected failure in the bridge itself."""
+    PROTOCOL_ERROR = "protocol_error"
+    """The carrier sent something the bridge cannot work with (bad ``start``, wrong format)."""
+
+
+class CallStatus(enum.StrEnum):
+    LIVE = "live"
+    ENDED = "ended"
+
+
+@dataclass(kw_only=True, slots=True)
+class CallRecord:
+    """One call. Costs are None while unknown (no price for the model), never a made-up zero."""
+
+    call_id: str
+    started_at: float
+    call_sid: str | None = None
+    stream_sid: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    profile: str | None = None
+    model: str | None = None
+    carrier_format: str | None = None
+    session_format: str | None = None
+    worker: int | None = None
+    ended_at: float | None = None
+    duration_s: float = 0.0
+    end_reason: EndReason | None = None
+    status: CallStatus = CallStatus.LIVE
+    turns: int = 0
+    barge_ins: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost_model_usd: float | None = None
+    cost_transcription_usd: float | None = None
+    cost_carrier_usd: float | None = None
+    cost_total_usd: float | None = None
+    cost_per_minute_usd: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    updated_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.updated_at:
+            self.updated_at = self.started_at
+
+    def touch(self, now: float) -> None:
+        """Note that the call was seen alive at ``now`` (mark_lost ends a lost call here)."""
+        self.updated_at = now
+        if self.status is CallStatus.LIVE:
+            self.duration_s = max(0.0, now - self.started_at)
+
+    def end(self, reason: EndReason, ended_at: float) -> None:
+        self.end_reason = EndReason(reason)
+        self.status = CallStatus.ENDED
+        self.ended_at = ended_at
+        self.duration_s = max(0.0, ended_at - self.started_at)
+        self.updated_at = ended_at
+
+    def apply_cost(self, cost: CostBreakdown, tokens: Mapping[str, int]) -> None:
+        """Copy a meter's read-outs into the record."""
+        self.tokens = dict(tokens)
+        self.cost_model_usd = cost.model_usd
+        self.cost_transcription_usd = cost.transcription_usd
+        self.cost_carrier_usd = cost.carrier_usd
+        self.cost_total_usd = cost.total_usd
+        self.cost_per_minute_usd = cost.per_minute_usd
+        kept = [w for w in self.warnings if not w.startswith(_COST_WARNING)]
+        self.warnings = kept + [_COST_WARNING + w for w in cost.warnings]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: enums become their string values."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["end_reason"] = None if self.end_reason is None else self.end_reason.value
+        out["status"] = self.status.value
+        out["tokens"] = dict(self.tokens)
+        out["warnings"] = list(self.warnings)
+        out["transcript"] = [dict(t) for t in self.transcript]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallRecord:
+        """Inverse of to_dict. Unknown keys are ignored (a newer writer may add fields)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if kwargs.get("end_reason") is not None:
+            kwargs["end_reason"] = EndReason(kwargs["end_reason"])
+        if "status" in kwargs:
+            kwargs["status"] = CallStatus(kwargs["status"])
+        return cls(**kwargs)
+
+
+# Fields with one value each (no lists or dicts): the columns of the CSV export and of the store.
+SCALAR_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(CallRecord) if f.name not in ("tokens", "warnings", "transcript")
+)

@@ -1,0 +1,325 @@
+"""Durable call records.
+
+``RecordStore`` is the interface the call runner and the supervisor use; ``SqliteRecordStore``
+is the single-machine implementation (a shared database can implement the same interface when
+the service runs on several machines).
+
+Every method is blocking and short (one small transaction): the trio layer calls them through
+``trio.to_thread.run_sync``. Several worker processes write the same file, hence WAL (readers
+never block the writer), ``busy_timeout`` (writers wait for each other instead of failing) and
+``synchronous=NORMAL`` (in WAL mode a commit survives a process crash; only an OS crash or power
+loss can lose the last commits, which is the right price for a per-call write).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from .records import SCALAR_FIELDS, CallRecord, CallStatus, EndReason
+
+__all__ = ["SCHEMA_VERSION", "RecordStore", "SqliteRecordStore", "StoreError"]
+
+SCHEMA_VERSION = 1
+_WAL_RETRY_MS = 20
+
+_JSON_FIELDS = ("tokens", "warnings", "transcript")
+_COLUMNS: tuple[str, ...] = SCALAR_FIELDS + _JSON_FIELDS
+
+# Separate statements (not one script) so the schema runs inside our own BEGIN IMMEDIATE:
+# executescript() would commit first.
+_SCHEMA: tuple[str, ...] = ("""
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    call_sid TEXT,
+    stream_sid TEXT,
+    from_number TEXT,
+    to_number TEXT,
+    profile TEXT,
+    model TEXT,
+    carrier_format TEXT,
+    session_format TEXT,
+    worker INTEGER,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    duration_s REAL NOT NULL DEFAULT 0,
+    end_reason TEXT,
+    status TEXT NOT NULL,
+    turns INTEGER NOT NULL DEFAULT 0,
+    barge_ins INTEGER NOT NULL DEFAULT 0,
+    cost_model_usd REAL,
+    cost_transcription_usd REAL,
+    cost_carrier_usd REAL,
+    cost_total_usd REAL,
+    cost_per_minute_usd REAL,
+    updated_at REAL NOT NULL,
+    tokens TEXT NOT NULL DEFAULT '{}',
+    warnings TEXT NOT NULL DEFAULT '[]',
+    transcript TEXT NOT NULL DEFAULT '[]'
+)""",
+    "CREATE INDEX IF NOT EXISTS calls_started_at ON calls (started_at)",
+    # mark_lost looks only at live calls; a partial index keeps that cheap however many ended.
+    "CREATE INDEX IF NOT EXISTS calls_live ON calls (worker) WHERE status = 'live'",
+)
+
+
+class StoreError(Exception):
+    """The store cannot be used (for example: written by a newer version of the bridge)."""
+
+
+class RecordStore(Protocol):
+    """Where call records live. Implementations must be safe to use from several processes."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def start(self, record: CallRecord) -> None:
+        """Write the record of a call that has just started (idempotent: a retry is harmless)."""
+
+    def update(self, record: CallRecord) -> bool:
+        """Refresh a live call's record. Returns False, writing nothing, when the stored record
+        has already ended (finished, or marked lost): a late update must not bring it back."""
+
+    def finish(self, record: CallRecord) -> None:
+        """Write the final record. Always wins, also over a ``worker_lost`` mark."""
+
+    def mark_lost(self, worker: int | None = None, *, before: float | None = None) -> int:
+        """End every live record (of ``worker`` only, if given; last updated before ``before``
+        only, if given) with reason ``worker_lost`` at its last ``updated_at``. Returns the count.
+
+        Worker numbers are reused after a restart: pass ``before`` = the time the old worker was
+        seen dead, so the replacement's fresh calls are not caught."""
+
+    def get(self, call_id: str) -> CallRecord | None: ...
+
+    def query(self, since: float | None = None, until: float | None = None, profile: str | None = None,
+              end_reason: EndReason | str | None = None, limit: int | None = None) -> list[CallRecord]:
+        """Records with ``since <= started_at < until``, oldest first. With ``limit``, the most
+        recent ``limit`` of them (still oldest first)."""
+
+
+class SqliteRecordStore:
+    """RecordStore on one SQLite file, shared by the worker processes of one machine.
+
+    One connection per store object, used from whichever thread trio hands the call to; a lock
+    serialises use of it within the process (SQLite's own locking does so between processes).
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        # isolation_level=None: no implicit transactions; each write below opens its own
+        # BEGIN IMMEDIATE, so it takes the write lock up front and waits in busy_timeout rather
+        # than failing on a read-to-write lock upgrade.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000,
+                               isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            mode = self._enable_wal(conn)
+            if mode != "wal":
+                raise StoreError(f"{self.path}: cannot switch to WAL (journal_mode is {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        # WAL is a property of the file: once set, the pragma is a no-op. Switching a new file
+        # needs an exclusive lock, and SQLite answers "database is locked" at once instead of
+        # using busy_timeout when several workers open a new file together; so retry here,
+        # for about as long as busy_timeout would have waited.
+        attempts = max(1, self.busy_timeout_ms // _WAL_RETRY_MS)
+        for attempt in range(attempts):
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(_WAL_RETRY_MS / 1000)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this bridge "
+                             f"({SCHEMA_VERSION}); upgrade the bridge")
+        # Several workers may open a new file at once: take the write lock, then look again.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def start(self, record: CallRecord) -> None:
+        # Upsert so a retried start (or an update that got there first) is harmless; it never
+        # reopens a record that already ended.
+        self._upsert(record, only_live=True)
+
+    def update(self, record: CallRecord) -> bool:
+        return self._upsert(record, only_live=True)
+
+    def finish(self, record: CallRecord) -> None:
+        if record.status is not CallStatus.ENDED or record.end_reason is None:
+            # Losing the record would be worse than a wrong-looking one: store it as ended and
+            # say so, rather than raise from the call's finaliser.
+            record = dataclasses.replace(
+                record, status=CallStatus.ENDED,
+                end_reason=record.end_reason or EndReason.BRIDGE_ERROR,
+                ended_at=record.ended_at if record.ended_at is not None else record.updated_at,
+                warnings=[*record.warnings, "finished without an end reason or status"])
+        self._upsert(record, only_live=False)
+
+    def _upsert(self, record: CallRecord, *, only_live: bool) -> bool:
+        row = _to_row(record)
+        names = ", ".join(_COLUMNS)
+        marks = ", ".join("?" for _ in _COLUMNS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "call_id")
+        where = " WHERE calls.status = 'live'" if only_live else ""
+        sql = (f"INSERT INTO calls ({names}) VALUES ({marks}) "
+               f"ON CONFLICT (call_id) DO UPDATE SET {sets}{where}")
+        with self._lock:
+            cur = self._connection().execute(sql, row)
+            return cur.rowcount > 0
+
+    def mark_lost(self, worker: int | None = None, *, before: float | None = None) -> int:
+        where = ["status = 'live'"]
+        args: list[Any] = []
+        if worker is not None:
+            where.append("worker = ?")
+            args.append(worker)
+        if before is not None:
+            where.append("updated_at < ?")
+            args.append(before)
+        note = json.dumps("worker lost: the call ended at its last update, or later")
+        # One statement, so it is atomic without an explicit transaction. json_insert appends
+        # the note to the stored warnings (JSON functions are built into SQLite since 3.38).
+        sql = ("UPDATE calls SET status = 'ended', end_reason = ?, ended_at = updated_at, "
+               "duration_s = MAX(0, updated_at - started_at), "
+               "warnings = json_insert(CASE WHEN json_valid(warnings) THEN warnings ELSE '[]' END, "
+               "'$[#]', json(?)) "
+               f"WHERE {' AND '.join(where)}")
+        with self._lock:
+            cur = self._connection().execute(sql, [EndReason.WORKER_LOST.value, note, *args])
+            return cur.rowcount
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, call_id: str) -> CallRecord | None:
+        with self._lock:
+            row = self._connection().execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def query(self, since: float | None = None, until: float | None = None, profile: str | None = None,
+              end_reason: EndReason | str | None = None, limit: int | None = None) -> list[CallRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            args.append(until)
+        if profile is not None:
+            where.append("profile = ?")
+            args.append(profile)
+        if end_reason is not None:
+            where.append("end_reason = ?")
+            args.append(EndReason(end_reason).value)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # Newest first so LIMIT keeps the most recent calls; reversed below to read in order.
+        sql += " ORDER BY started_at DESC, call_id DESC"
+        if limit is not None:
+            if limit < 0:
+                raise ValueError("limit must not be negative")
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            rows = self._connection().execute(sql, args).fetchall()
+        return [_from_row(r) for r in reversed(rows)]
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the record store is not open")
+        return self._conn
+
+
+def _to_row(record: CallRecord) -> list[Any]:
+    data = record.to_dict()
+    # default=str: an odd value in a transcript entry is stored as text rather than costing
+    # the call its record.
+    return [json.dumps(data[c], separators=(",", ":"), default=str) if c in _JSON_FIELDS else data[c]
+            for c in _COLUMNS]
+
+
+def _from_row(row: tuple[Any, ...]) -> CallRecord:
+    """Build a record from a row. A damaged row still reads (with a warning): one bad record
+    must not hide all the others from ``bridge cdr``."""
+    data = dict(zip(_COLUMNS, row, strict=True))
+    problems: list[str] = []
+    defaults: dict[str, Any] = {"tokens": {}, "warnings": [], "transcript": []}
+    for name in _JSON_FIELDS:
+        try:
+            value = json.loads(data[name]) if data[name] is not None else defaults[name]
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, type(defaults[name])):
+            problems.append(f"stored {name} unreadable")
+            value = defaults[name]
+        data[name] = value
+    try:
+        data["end_reason"] = None if data["end_reason"] is None else EndReason(data["end_reason"])
+    except ValueError:
+        problems.append(f"unknown end reason {data['end_reason']!r}")
+        data["end_reason"] = None
+    try:
+        data["status"] = CallStatus(data["status"])
+    except ValueError:
+        problems.append(f"unknown status {data['status']!r}")
+        data["status"] = CallStatus.ENDED
+    record = CallRecord.from_dict(data)
+    record.warnings.extend(problems)
+    return record

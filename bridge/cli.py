@@ -1,0 +1,149 @@
+"""``bridge`` command: serve, demo, simulator, call, check-config, sessions, cdr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from bridge.config import (
+    ConfigError,
+    Settings,
+    check_runtime,
+    config_path,
+    load_secrets,
+    load_settings,
+    masked_dump,
+)
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(config_path(args.config))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    secrets = load_secrets(settings)
+    print(json.dumps(masked_dump(settings, secrets), indent=2))
+    problems = check_runtime(settings, secrets)
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+    if secrets.openai_api_key is None:
+        print("note: no OpenAI API key (OPENAI_API_KEY or realtime.api_key_file)", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.server.supervisor import serve
+
+    settings = _load(args)
+    if args.workers is not None:
+        settings.server.workers = args.workers
+    return int(serve(settings, config_file=config_path(args.config)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import main as demo_main
+
+    return demo_main(calls=args.calls, fast=args.fast)
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    import trio
+
+    from bridge import log
+    from bridge.realtime.simulator_server import SimulatorOptions, serve_simulator
+
+    log.setup("info", "auto")
+    options = SimulatorOptions(speed=args.speed)
+    print(f"Realtime simulator on ws://{args.host}:{args.port}/v1/realtime", file=sys.stderr)
+    try:
+        trio.run(lambda: serve_simulator(args.host, args.port, options=options))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_call(argv: list[str]) -> int:
+    from bridge.caller import main as caller_main
+
+    return caller_main(argv)
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from bridge.server.admin_client import print_sessions
+
+    settings = _load(args)
+    return int(print_sessions(settings, load_secrets(settings), url=args.url, as_json=args.json))
+
+
+def cmd_cdr(args: argparse.Namespace) -> int:
+    from bridge.accounting.cdr_command import run_cdr
+
+    settings = _load(args)
+    return int(run_cdr(settings, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bridge", description="Phone calls to OpenAI Realtime, on trio.")
+    p.add_argument("--config", help="TOML configuration file (or BRIDGE_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the service")
+    s.add_argument("--workers", type=int, help="worker processes (default: server.workers, 0 = CPUs)")
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="the whole path on this machine: simulator, bridge, simulated calls")
+    d.add_argument("--calls", type=int, default=3)
+    d.add_argument("--fast", action="store_true", help="callers send audio faster than real time")
+    d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("simulator", help="serve the Realtime simulator alone")
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, default=8765)
+    m.add_argument("--speed", type=float, default=4.0, help="audio generation speed vs real time")
+    m.set_defaults(func=cmd_simulator)
+
+    sub.add_parser("call", help="a simulated caller (bridge call --help)", add_help=False)
+
+    c = sub.add_parser("check-config", help="validate and print the effective configuration")
+    c.set_defaults(func=cmd_check_config)
+
+    ss = sub.add_parser("sessions", help="list live calls (reads the admin port)")
+    ss.add_argument("--url", help="admin base URL (default from admin.host/admin.port)")
+    ss.add_argument("--json", action="store_true")
+    ss.set_defaults(func=cmd_sessions)
+
+    r = sub.add_parser("cdr", help="list and export call records")
+    r.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
+    r.add_argument("--since", help="ISO date/time or a duration like 2h, 7d")
+    r.add_argument("--until", help="ISO date/time or a duration like 1h")
+    r.add_argument("--profile")
+    r.add_argument("--end-reason")
+    r.add_argument("--limit", type=int)
+    r.add_argument("--db", help="records database (default: records.path)")
+    r.set_defaults(func=cmd_cdr)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # `bridge call` has its own parser (it is also used on its own by load tests).
+    if "call" in args_list:
+        idx = args_list.index("call")
+        if all(a.startswith("--config") or a == args_list[idx] for a in args_list[:idx]):
+            return cmd_call(args_list[idx + 1 :])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

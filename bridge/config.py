@@ -1,0 +1,421 @@
+"""Configuration: pydantic models, loaded from TOML with ``BRIDGE_<SECTION>__<KEY>`` overrides.
+
+Order of precedence (highest first): environment variables, the TOML file, the defaults here.
+Every model forbids unknown keys, so a typo in the file is an error rather than a silent default.
+Secrets (the OpenAI API key, the Twilio auth token, the admin token) never come from the command
+line: they are read from the environment or from files (systemd credentials) by
+:func:`load_secrets`, kept as ``SecretStr`` and masked whenever the configuration is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.accounting.pricing import PricingConfig
+
+AudioFormatName = Literal["pcmu", "pcma", "pcm16"]
+Voice = str  # the API also accepts {"id": "voice_..."}; names are checked by the server
+
+_STRICT = ConfigDict(extra="forbid", validate_default=True)
+
+# Upper bounds that catch unit mistakes (someone writing seconds into a *_ms key) without
+# getting in the way of any sane tuning.
+_MAX_PADDING_MS = 5_000
+_MAX_SILENCE_MS = 10_000
+_MAX_IDLE_TIMEOUT_MS = 600_000
+
+
+class ServerVad(BaseModel):
+    """OpenAI's volume-based turn detection (reference §3.1)."""
+
+    model_config = _STRICT
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(300, ge=0, le=_MAX_PADDING_MS)
+    silence_duration_ms: int = Field(500, ge=0, le=_MAX_SILENCE_MS)
+    idle_timeout_ms: int | None = Field(None, ge=1_000, le=_MAX_IDLE_TIMEOUT_MS)
+    create_response: bool = True
+    interrupt_response: bool = True
+
+
+class SemanticVad(BaseModel):
+    """OpenAI's word-based end-of-turn model (reference §3.2)."""
+
+    model_config = _STRICT
+    type: Literal["semantic_vad"] = "semantic_vad"
+    eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    create_response: bool = True
+    interrupt_response: bool = True
+
+
+class LocalVad(BaseModel):
+    """``turn_detection = none`` on the wire; the bridge detects speech itself.
+
+    Energy with hysteresis: speech starts when the level stays above ``start_dbfs`` for
+    ``start_ms``; it ends after ``end_silence_ms`` below ``stop_dbfs``. At the end of speech the
+    bridge commits the buffer and asks for a response; at the start of speech during playback
+    it runs the barge-in path.
+    """
+
+    model_config = _STRICT
+    type: Literal["none"] = "none"
+    start_dbfs: float = Field(-35.0, ge=-90.0, le=0.0)
+    stop_dbfs: float = Field(-45.0, ge=-90.0, le=0.0)
+    start_ms: int = Field(60, ge=20, le=2_000)
+    end_silence_ms: int = Field(500, ge=100, le=_MAX_SILENCE_MS)
+    create_response: bool = True
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> LocalVad:
+        if self.stop_dbfs > self.start_dbfs:
+            raise ValueError(
+                f"stop_dbfs ({self.stop_dbfs}) must not be above start_dbfs ({self.start_dbfs}): "
+                "the hysteresis would be inverted"
+            )
+        return self
+
+
+TurnDetection = Annotated[ServerVad | SemanticVad | LocalVad, Field(discriminator="type")]
+
+
+class Transcription(BaseModel):
+    model_config = _STRICT
+    model: str = "gpt-4o-mini-transcribe"
+    language: str | None = None
+    prompt: str | None = None
+
+
+NoiseReduction = Literal["near_field", "far_field"]
+
+
+class SessionSettings(BaseModel):
+    """What a call's Realtime session looks like; ``[realtime]`` holds the defaults."""
+
+    model_config = _STRICT
+    model: str = "gpt-realtime"
+    voice: Voice = "marin"
+    instructions: str = (
+        "You are a helpful, concise phone assistant. Speak naturally and keep answers short."
+    )
+    audio_format: AudioFormatName = "pcmu"
+    turn_detection: TurnDetection = Field(default_factory=lambda: ServerVad())
+    greeting: str | None = None
+    transcription: Transcription | None = None
+    noise_reduction: NoiseReduction | None = None
+    dtmf_response: bool = True
+
+
+class Profile(BaseModel):
+    """A named set of session settings; every key is optional and overrides ``[realtime]``."""
+
+    model_config = _STRICT
+    model: str | None = None
+    voice: Voice | None = None
+    instructions: str | None = None
+    audio_format: AudioFormatName | None = None
+    turn_detection: TurnDetection | None = None
+    greeting: str | None = None
+    transcription: Transcription | None = None
+    noise_reduction: NoiseReduction | None = None
+    dtmf_response: bool | None = None
+
+
+class Route(BaseModel):
+    """Pick a profile from the voice webhook's To/From (shell-style patterns, e.g. ``+44*``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    to: str | None = None
+    from_: str | None = Field(None, alias="from")
+    profile: str
+
+    @model_validator(mode="after")
+    def _needs_a_pattern(self) -> Route:
+        if self.to is None and self.from_ is None:
+            raise ValueError("a route needs 'to' or 'from'")
+        return self
+
+
+class RealtimeSettings(SessionSettings):
+    url: str = "wss://api.openai.com/v1/realtime"
+    organization: str | None = None
+    project: str | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    api_key_file: Path | None = None
+    connect_timeout_s: float = Field(10.0, gt=0, le=120)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
+    ping_interval_s: float = Field(15.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _ws_url(cls, v: str) -> str:
+        if not v.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ValueError("must start with wss://, ws://, https:// or http://")
+        return v
+
+
+class ServerSettings(BaseModel):
+    model_config = _STRICT
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None
+    workers: int = Field(0, ge=0, le=256)  # 0: one per CPU
+    drain_timeout_s: float = Field(300.0, ge=0)
+    max_call_duration_s: float = Field(3500.0, gt=0)  # OpenAI ends sessions at 60 min
+    max_calls: int = Field(0, ge=0)  # per worker; 0 is unlimited
+    max_message_bytes: int = Field(256 * 1024, ge=4096)
+    ping_interval_s: float = Field(15.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)
+    idle_timeout_s: float = Field(30.0, gt=0)  # no carrier message for this long ends the call
+    metrics_dir: Path | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://", "wss://", "ws://")):
+            raise ValueError("must be an absolute URL such as https://bridge.example.com")
+        return v.rstrip("/") if v else v
+
+
+class TwilioSettings(BaseModel):
+    model_config = _STRICT
+    validate_signature: bool = False
+    auth_token_file: Path | None = None
+
+
+class AdminSettings(BaseModel):
+    model_config = _STRICT
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    token_file: Path | None = None
+
+
+class LogSettings(BaseModel):
+    model_config = _STRICT
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    transcripts: bool = True  # caller's and model's words in the log and the call record
+
+
+class RecordsSettings(BaseModel):
+    model_config = _STRICT
+    path: Path = Path("bridge-calls.sqlite")
+    update_interval_s: float = Field(5.0, gt=0, le=60)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    server: ServerSettings = Field(default_factory=lambda: ServerSettings())
+    realtime: RealtimeSettings = Field(default_factory=lambda: RealtimeSettings())
+    twilio: TwilioSettings = Field(default_factory=lambda: TwilioSettings())
+    admin: AdminSettings = Field(default_factory=lambda: AdminSettings())
+    log: LogSettings = Field(default_factory=lambda: LogSettings())
+    records: RecordsSettings = Field(default_factory=lambda: RecordsSettings())
+    pricing: PricingConfig = Field(default_factory=lambda: PricingConfig())
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment wins over it, deeply merged.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _routes_name_profiles(self) -> Settings:
+        for i, route in enumerate(self.routes):
+            if route.profile != "default" and route.profile not in self.profiles:
+                known = ", ".join(sorted(["default", *self.profiles])) or "default"
+                raise ValueError(f"routes[{i}].profile: unknown profile {route.profile!r} (known: {known})")
+        return self
+
+    def session_for(self, profile: str | None) -> tuple[str, SessionSettings, str | None]:
+        """The effective session settings of a profile: ``(name, settings, warning)``.
+
+        An unknown profile falls back to the default with a warning, so a typo in a TwiML
+        parameter degrades the call instead of dropping it.
+        """
+        base = SessionSettings.model_validate(
+            self.realtime.model_dump(include=set(SessionSettings.model_fields))
+        )
+        if profile is None or profile == "default":
+            return "default", base, None
+        chosen = self.profiles.get(profile)
+        if chosen is None:
+            return "default", base, f"unknown profile {profile!r}, using the default"
+        overrides = chosen.model_dump(exclude_none=True)
+        merged = base.model_copy(update={k: getattr(chosen, k) for k in overrides})
+        return profile, merged, None
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key, the value and the rule."""
+
+
+@dataclass(frozen=True)
+class Secrets:
+    openai_api_key: SecretStr | None
+    twilio_auth_token: SecretStr | None
+    admin_token: SecretStr | None
+
+
+def config_path(cli_path: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if environ is None else environ
+    raw = cli_path or env.get("BRIDGE_CONFIG")
+    return Path(raw) if raw else None
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read the TOML file (if any) and the environment; raise ConfigError with a clear message."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, path)) from None
+
+
+def describe_validation_error(exc: ValidationError, path: Path | None = None) -> str:
+    """One line per problem: ``key: value 'x' is not allowed: <rule>``."""
+    where = f"{path}: " if path else ""
+    lines = [f"{where}invalid configuration ({exc.error_count()} problem(s)):"]
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        # Discriminated unions add the tag as a path element (turn_detection.server_vad.x);
+        # keep it, it tells the user which variant the rule belongs to.
+        key = ".".join(loc) or "(top level)"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (not allowed here; check the spelling)")
+            continue
+        if err["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+            continue
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: value {shown} is not allowed: {msg}")
+    return "\n".join(lines)
+
+
+def _read_secret_file(path: Path, what: str) -> SecretStr:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if not text:
+        raise ConfigError(f"{what}: {path} is empty")
+    return SecretStr(text)
+
+
+def _secret(
+    env_names: tuple[str, ...],
+    file_setting: Path | None,
+    credential: str,
+    environ: Mapping[str, str],
+    what: str,
+) -> SecretStr | None:
+    for name in env_names:
+        if environ.get(name):
+            return SecretStr(environ[name].strip())
+    if file_setting is not None:
+        return _read_secret_file(file_setting, what)
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        candidate = Path(cred_dir) / credential
+        if candidate.exists():
+            return _read_secret_file(candidate, what)
+    return None
+
+
+def load_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Secrets:
+    env = os.environ if environ is None else environ
+    return Secrets(
+        openai_api_key=_secret(
+            ("OPENAI_API_KEY",), settings.realtime.api_key_file, "openai_api_key", env, "OpenAI API key"
+        ),
+        twilio_auth_token=_secret(
+            ("TWILIO_AUTH_TOKEN", "BRIDGE_TWILIO_AUTH_TOKEN"),
+            settings.twilio.auth_token_file,
+            "twilio_auth_token",
+            env,
+            "Twilio auth token",
+        ),
+        admin_token=_secret(
+            ("BRIDGE_ADMIN_TOKEN",),
+            settings.admin.token_file,
+            "admin_token",
+            env,
+            "admin token",
+        ),
+    )
+
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def check_runtime(settings: Settings, secrets: Secrets) -> list[str]:
+    """Problems that make ``serve`` refuse to start (the file itself was valid)."""
+    problems = []
+    if settings.admin.host not in _LOOPBACK and secrets.admin_token is None:
+        problems.append(
+            f"admin.host: value {settings.admin.host!r} is not allowed without an admin token: "
+            "set BRIDGE_ADMIN_TOKEN or admin.token_file, or bind the admin port to 127.0.0.1"
+        )
+    if settings.twilio.validate_signature and secrets.twilio_auth_token is None:
+        problems.append(
+            "twilio.validate_signature: value True is not allowed without a Twilio auth token: "
+            "set TWILIO_AUTH_TOKEN or twilio.auth_token_file"
+        )
+    return problems
+
+
+def masked_dump(settings: Settings, secrets: Secrets) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by a mask."""
+    data = settings.model_dump(mode="json", by_alias=True)
+
+    def mask(s: SecretStr | None) -> str | None:
+        return None if s is None else "********"
+
+    # Extra headers may carry credentials (Azure's api-key), so only their names are shown.
+    data["realtime"]["extra_headers"] = {k: "********" for k in settings.realtime.extra_headers}
+    data["secrets"] = {
+        "openai_api_key": mask(secrets.openai_api_key),
+        "twilio_auth_token": mask(secrets.twilio_auth_token),
+        "admin_token": mask(secrets.admin_token),
+    }
+    return data

@@ -1,0 +1,181 @@
+"""What a worker does around each call: Prometheus metrics and the durable call record.
+
+Per-frame counters live in the call's own stats and are pushed to Prometheus in batches on the
+ticker, so the hot path never touches a (multiprocess, mmap-backed) metric. Record writes run
+on a thread: SQLite is fast, but a blocked disk must never stall the audio of other calls.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from bridge import metrics
+from bridge.accounting.records import CallRecord, EndReason
+from bridge.accounting.store import RecordStore
+from bridge.call.core import Note
+from bridge.call.runner import CallRunner
+
+log = structlog.get_logger("bridge.hooks")
+
+
+@dataclass
+class _Flushed:
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)  # part -> USD already counted
+
+
+class WorkerHooks:
+    def __init__(self, store: RecordStore | None, worker_id: int | None = None) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self._flushed: dict[str, _Flushed] = {}
+        self._records: dict[str, CallRecord] = {}
+        self._lock = trio.Lock()  # one SQLite connection, used from one thread at a time
+
+    # --- CallHooks -----------------------------------------------------------------------
+    def call_started(self, call: CallRunner) -> None:
+        metrics.calls_active.inc()
+        metrics.calls_started_total.inc()
+        self._flushed[call.call_id] = _Flushed()
+
+    def note(self, call: CallRunner, note: Note) -> None:
+        f = note.fields
+        name = note.name
+        if name == "carrier_error":
+            metrics.protocol_errors_total.labels(source="carrier", kind=f.get("kind", "unknown")).inc()
+        elif name == "model_protocol_error":
+            metrics.protocol_errors_total.labels(source="model", kind="malformed_event").inc()
+        elif name == "audio_error":
+            metrics.audio_errors_total.labels(kind=f.get("kind", "unknown")).inc()
+        elif name == "model_error":
+            metrics.model_errors_total.labels(code=str(f.get("code", "unknown"))[:64]).inc()
+        elif name == "barge_in":
+            metrics.barge_ins_total.inc()
+        elif name == "response_latency":
+            metrics.response_latency_seconds.observe(f["seconds"])
+        elif name == "dtmf":
+            metrics.dtmf_total.inc()
+        elif name == "response_done" and f.get("status") == "completed":
+            metrics.turns_total.inc()
+            self.flush(call)
+
+    def barge_in_reaction(self, call: CallRunner, seconds: float) -> None:
+        metrics.barge_in_reaction_seconds.observe(seconds)
+
+    def upstream_connected(self, call: CallRunner, seconds: float) -> None:
+        metrics.upstream_connect_seconds.observe(seconds)
+
+    def call_ended(self, call: CallRunner) -> None:
+        self.flush(call)
+        core = call.core
+        metrics.calls_active.dec()
+        metrics.calls_ended_total.labels(outcome=core.end_reason or "bridge_error").inc()
+        duration = trio.current_time() - core.started_at
+        metrics.call_duration_seconds.observe(duration)
+        if core.meter is not None:
+            cost = core.meter.cost(duration)
+            if cost.per_minute_usd is not None:
+                metrics.call_cost_per_minute_usd.observe(cost.per_minute_usd)
+        self._flushed.pop(call.call_id, None)
+        self._records.pop(call.call_id, None)
+
+    def flush(self, call: CallRunner) -> None:
+        """Push what the call counted since the last flush to Prometheus."""
+        last = self._flushed.get(call.call_id)
+        if last is None:
+            return
+        s = call.core.stats
+        if s.frames_in != last.frames_in:
+            metrics.frames_total.labels(direction="to_model").inc(s.frames_in - last.frames_in)
+            metrics.audio_bytes_total.labels(direction="to_model").inc(s.bytes_in - last.bytes_in)
+        if s.frames_out != last.frames_out:
+            metrics.frames_total.labels(direction="to_carrier").inc(s.frames_out - last.frames_out)
+            metrics.audio_bytes_total.labels(direction="to_carrier").inc(s.bytes_out - last.bytes_out)
+        last.frames_in, last.frames_out, last.bytes_in, last.bytes_out = (
+            s.frames_in,
+            s.frames_out,
+            s.bytes_in,
+            s.bytes_out,
+        )
+        meter = call.core.meter
+        if meter is None:
+            return
+        model = meter.model
+        for kind, value in meter.tokens().items():
+            delta = value - last.tokens.get(kind, 0)
+            if delta > 0:
+                metrics.tokens_total.labels(model=model, kind=kind).inc(delta)
+                last.tokens[kind] = value
+        cost = meter.cost(trio.current_time() - call.core.started_at)
+        parts: tuple[tuple[str, float | None], ...] = (
+            ("model", cost.model_usd),
+            ("transcription", cost.transcription_usd),
+            ("carrier", cost.carrier_usd),
+        )
+        for part, usd in parts:
+            if usd is None:
+                continue
+            gained = usd - last.cost.get(part, 0.0)
+            if gained > 0:
+                metrics.cost_usd_total.labels(model=model, part=part).inc(gained)
+                last.cost[part] = usd
+
+    # --- records ---------------------------------------------------------------------------
+    def build_record(self, call: CallRunner, final: bool) -> CallRecord:
+        core = call.core
+        rec = self._records.get(call.call_id)
+        if rec is None:
+            rec = CallRecord(call_id=call.call_id, started_at=call.started_wall, worker=self.worker_id)
+            self._records[call.call_id] = rec
+        params = core.parameters
+        rec.call_sid = core.call_sid
+        rec.stream_sid = core.stream_sid
+        rec.from_number = params.get("from")
+        rec.to_number = params.get("to")
+        rec.profile = core.profile
+        rec.model = core.session.model if core.session else None
+        rec.carrier_format = core.converter.carrier.value if core.converter else None
+        rec.session_format = core.session.audio_format if core.session else None
+        rec.turns = core.stats.turns
+        rec.barge_ins = core.stats.barge_ins
+        rec.transcript = list(core.transcript)
+        for w in core.warnings:
+            if w not in rec.warnings:
+                rec.warnings.append(w)
+        now_wall = time.time()
+        duration = trio.current_time() - core.started_at
+        if core.meter is not None:
+            rec.apply_cost(core.meter.cost(duration), core.meter.tokens())
+        if final:
+            reason = core.end_reason or "bridge_error"
+            rec.end(EndReason(reason), call.ended_wall or now_wall)
+            rec.duration_s = round(duration, 3)
+        else:
+            rec.touch(now_wall)
+        return rec
+
+    async def save_record(self, call: CallRunner, final: bool) -> None:
+        if self.store is None:
+            return
+        self.flush(call)
+        first = call.call_id not in self._records
+        rec = self.build_record(call, final)
+        store = self.store
+        try:
+            async with self._lock:
+                if final:
+                    await trio.to_thread.run_sync(store.finish, rec)
+                elif first:
+                    await trio.to_thread.run_sync(store.start, rec)
+                else:
+                    await trio.to_thread.run_sync(store.update, rec)
+        except Exception as exc:
+            log.error("record_write_failed", call_id=call.call_id, error=repr(exc))

@@ -1,0 +1,178 @@
+"""A minimal HTTP/1.1 layer on h11 for the few plain requests bridge answers.
+
+trio-websocket cannot answer plain HTTP (reference libraries.md §1), and a carrier is
+configured with one base URL, so the public port reads each request head itself: upgrades go
+to trio-websocket with the bytes already read, everything else is answered here. One request
+per connection (``Connection: close``): webhooks and scrapes are rare, and it keeps this small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import h11
+import trio
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 10.0
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    raw: bytes  # every byte read so far (head, and body if read)
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+    @property
+    def is_websocket(self) -> bool:
+        return (
+            "websocket" in self.headers.get("upgrade", "").lower()
+            and "upgrade" in self.headers.get("connection", "").lower()
+        )
+
+
+class PrefixedStream(trio.abc.Stream):
+    """A stream that first replays bytes already read from the socket (for the WS handshake)."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            if max_bytes is None or max_bytes >= len(self._prefix):
+                data, self._prefix = self._prefix, b""
+            else:
+                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def read_request(stream: trio.abc.Stream) -> Request:
+    """Read one request head; raises BadRequest on garbage, size or time limits."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    raw = bytearray()
+    with trio.move_on_after(HEAD_TIMEOUT_S) as scope:
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise BadRequest(400, f"malformed request: {exc}") from None
+            if event is h11.NEED_DATA:
+                data = bytes(await stream.receive_some(4096))
+                if not data:
+                    raise BadRequest(400, "connection closed before the request head")
+                raw += data
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                headers: dict[str, str] = {}
+                for name, value in event.headers:
+                    key = name.decode("latin-1").lower()
+                    val = value.decode("latin-1")
+                    headers[key] = f"{headers[key]}, {val}" if key in headers else val
+                req = Request(event.method.decode(), event.target.decode("latin-1"), headers, bytes(raw))
+                req._h11 = conn  # type: ignore[attr-defined]
+                return req
+            raise BadRequest(400, "unexpected HTTP event")
+    assert scope.cancelled_caught
+    raise BadRequest(408, "request head not received in time")
+
+
+async def read_body(stream: trio.abc.Stream, request: Request) -> bytes:
+    conn: h11.Connection = request._h11  # type: ignore[attr-defined]
+    body = bytearray()
+    with trio.move_on_after(HEAD_TIMEOUT_S) as scope:
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise BadRequest(400, f"malformed body: {exc}") from None
+            if event is h11.NEED_DATA:
+                data = bytes(await stream.receive_some(4096))
+                if not data:
+                    raise BadRequest(400, "connection closed in the body")
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadRequest(413, "request body too large")
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                request.body = bytes(body)
+                return request.body
+            raise BadRequest(400, "unexpected HTTP event in body")
+    assert scope.cancelled_caught
+    raise BadRequest(408, "request body not received in time")
+
+
+_REASONS = {
+    200: b"OK",
+    204: b"No Content",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+
+
+def response_bytes(
+    status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", extra: dict[str, str] | None = None
+) -> bytes:
+    head = [f"HTTP/1.1 {status} ".encode() + _REASONS.get(status, b"Status")]
+    headers = {
+        "Content-Type": content_type,
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        "Cache-Control": "no-store",
+        **(extra or {}),
+    }
+    for k, v in headers.items():
+        head.append(f"{k}: {v}".encode("latin-1"))
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+async def send_response(
+    stream: trio.abc.Stream,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    extra: dict[str, str] | None = None,
+) -> None:
+    with trio.move_on_after(5):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(response_bytes(status, body, content_type, extra))
