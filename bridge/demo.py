@@ -20,13 +20,25 @@ import trio
 from pydantic import SecretStr
 
 from bridge.accounting.store import SqliteRecordStore
-from bridge.call.runner import WorkerContext
+from bridge.call.runner import CallRunner, WorkerContext
 from bridge.config import Secrets, Settings
 from bridge.realtime.simulator_server import SimulatorOptions, SimulatorServer, open_simulator
 from bridge.server.hooks import WorkerHooks
 from bridge.server.worker import make_listen_socket, run_worker, trio_listener
 
 DEMO_KEY = "sk-demo-not-a-real-key-0000"
+
+
+class StackHooks(WorkerHooks):
+    """Worker hooks that also keep the finished calls, so tests can inspect them afterwards."""
+
+    def __init__(self, store: SqliteRecordStore | None, worker_id: int | None = None) -> None:
+        super().__init__(store, worker_id)
+        self.finished: list[CallRunner] = []
+
+    def call_ended(self, call: CallRunner) -> None:
+        super().call_ended(call)
+        self.finished.append(call)
 
 
 @dataclass
@@ -38,10 +50,21 @@ class Stack:
     admin_port: int | None
     store: SqliteRecordStore | None
     stop: trio.Event
+    hooks: StackHooks
 
     @property
     def media_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/media"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    async def wait_idle(self, timeout: float = 5.0) -> None:
+        """Until every call has been finalised (record written, metrics counted)."""
+        with trio.fail_after(timeout):
+            while self.ctx.calls:
+                await trio.sleep(0.02)
 
 
 def demo_settings(sim_port: int, overrides: dict[str, Any] | None = None, records: Path | None = None) -> Settings:
@@ -79,7 +102,8 @@ async def open_stack(
         store = SqliteRecordStore(records) if records is not None else None
         if store is not None:
             store.open()
-        ctx = WorkerContext(settings, secrets, hooks=WorkerHooks(store, worker_id=0), worker_id=0)
+        hooks = StackHooks(store, worker_id=0)
+        ctx = WorkerContext(settings, secrets, hooks=hooks, worker_id=0)
         sock = make_listen_socket("127.0.0.1", 0)
         port = sock.getsockname()[1]
         extra = []
@@ -94,7 +118,7 @@ async def open_stack(
             async with trio.open_nursery() as nursery:
                 await nursery.start(partial(run_worker, ctx, [trio_listener(sock)], extra=extra, stop=stop))
                 try:
-                    yield Stack(settings, ctx, sim, port, admin_port, store, stop)
+                    yield Stack(settings, ctx, sim, port, admin_port, store, stop, hooks)
                 finally:
                     stop.set()
         finally:
