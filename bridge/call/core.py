@@ -137,6 +137,7 @@ class CallCore:
         self._writer: TwilioWriter | None = None
         self._session_update: dict[str, Any] | None = None
         self._buffer: deque[str] = deque()
+        self._pending_dtmf: list[str] = []
         self._tracker = PlaybackTracker()
         self._response_id: str | None = None  # response in progress
         self._muted_items: set[str] = set()
@@ -282,9 +283,14 @@ class CallCore:
     def _on_dtmf(self, ev: tel.Dtmf, out: list[Action]) -> None:
         self.stats.dtmf += 1
         out.append(Note("dtmf", {"digit": ev.digit}))
-        if self.state != ACTIVE:
-            return
-        out.append(SendModel(rt.dumps(rt.user_text(f"[The caller pressed the keypad key {ev.digit}]"))))
+        if self.state == STARTING:
+            self._pending_dtmf.append(ev.digit)  # given to the model once its session is ready
+        elif self.state == ACTIVE:
+            self._send_dtmf(ev.digit, out)
+
+    def _send_dtmf(self, digit: str, out: list[Action]) -> None:
+        # The WebSocket API has no DTMF event (SIP only), so the digit becomes a user message.
+        out.append(SendModel(rt.dumps(rt.user_text(f"[The caller pressed the keypad key {digit}]"))))
         if self.session is not None and self.session.dtmf_response:
             self._request_response(out)
 
@@ -368,6 +374,9 @@ class CallCore:
         for payload in self._buffer:
             out.append(SendModel(rt.append_audio(payload)))
         self._buffer.clear()
+        for digit in self._pending_dtmf:
+            self._send_dtmf(digit, out)
+        self._pending_dtmf.clear()
         if self.session is not None and self.session.greeting:
             out.append(SendModel(rt.dumps(greeting_response(self.session, self.parameters))))
             self._response_create_queued = True

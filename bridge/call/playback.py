@@ -154,7 +154,7 @@ class PlaybackTracker:
             if not item.truncated and (unplayed > 0.5 or item.received_ms > item.sent_ms + 0.5):
                 # Clamp to what the model generated (its own timebase): the server rejects
                 # anything longer with "Audio content of X ms is already shorter than Y ms".
-                audio_end = int(min(heard, item.received_ms))
+                audio_end = min(int(heard + 0.5), int(item.received_ms))
                 item.truncated = True
         # Everything pending is being cleared; its echoes are coming back without being heard.
         self._cleared.update(self._pending)

@@ -95,6 +95,8 @@ class CallRunner:
         self._nursery: trio.Nursery | None = None
         self._connect_started: float | None = None
         self._closing = False
+        self._model_lock = trio.StrictFIFOLock()
+        self._carrier_lock = trio.StrictFIFOLock()
         self.log = log.bind(call_id=self.call_id)
 
     # --- public ------------------------------------------------------------------------------
@@ -226,33 +228,68 @@ class CallRunner:
 
     # --- actions ---------------------------------------------------------------------------
     async def _do(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            if type(action) is SendModel:
-                if self.model_ws is not None:
-                    try:
-                        await self.model_ws.send_message(action.text)
-                    except ConnectionClosed:
-                        pass  # the model reader reports the close
-            elif type(action) is SendCarrier:
-                try:
-                    await self.carrier.send_message(action.text)
-                except ConnectionClosed:
+        """Carry out the core's actions in order.
+
+        Each socket has a FIFO lock, held across a run of consecutive sends to it, so the wire
+        order is the order the core decided: the caller audio buffered while the session opened
+        cannot be overtaken by a frame that arrives during the flush. The uncontended case takes
+        the lock without a checkpoint.
+        """
+        held: trio.StrictFIFOLock | None = None
+        try:
+            for action in actions:
+                kind = type(action)
+                if kind is SendModel or kind is SendCarrier:
+                    lock = self._model_lock if kind is SendModel else self._carrier_lock
+                    if held is not lock:
+                        if held is not None:
+                            held.release()
+                            held = None
+                        if lock.locked():
+                            await lock.acquire()
+                        else:
+                            lock.acquire_nowait()
+                        held = lock
+                    if kind is SendModel:
+                        await self._send_model(action)  # type: ignore[arg-type]
+                    else:
+                        await self._send_carrier(action)  # type: ignore[arg-type]
                     continue
-                if action.barge_in_at is not None:
-                    reaction = trio.current_time() - action.barge_in_at
-                    self.core.barge_in_cleared(reaction)
-                    self._safe(self.ctx.hooks.barge_in_reaction, self, reaction)
-            elif isinstance(action, Note):
-                self._on_note(action)
-            elif isinstance(action, ConnectModel):
-                assert self._nursery is not None
-                self.log = self.log.bind(stream_sid=self.core.stream_sid, call_sid=self.core.call_sid)
-                structlog.contextvars.bind_contextvars(stream_sid=self.core.stream_sid)
-                self._nursery.start_soon(self._model_task, action.model)
-                # The record exists from the moment the call is known, so a crash still leaves it.
-                self._nursery.start_soon(self.ctx.hooks.save_record, self, False)
-            elif isinstance(action, EndCall):
-                await self._close(action)
+                if held is not None:
+                    held.release()
+                    held = None
+                if isinstance(action, Note):
+                    self._on_note(action)
+                elif isinstance(action, ConnectModel):
+                    assert self._nursery is not None
+                    self.log = self.log.bind(stream_sid=self.core.stream_sid, call_sid=self.core.call_sid)
+                    structlog.contextvars.bind_contextvars(stream_sid=self.core.stream_sid)
+                    self._nursery.start_soon(self._model_task, action.model)
+                    # The record exists from the moment the call is known, so a crash still leaves it.
+                    self._nursery.start_soon(self.ctx.hooks.save_record, self, False)
+                elif isinstance(action, EndCall):
+                    await self._close(action)
+        finally:
+            if held is not None:
+                held.release()
+
+    async def _send_model(self, action: SendModel) -> None:
+        if self.model_ws is None:
+            return
+        try:
+            await self.model_ws.send_message(action.text)
+        except ConnectionClosed:
+            pass  # the model reader reports the close
+
+    async def _send_carrier(self, action: SendCarrier) -> None:
+        try:
+            await self.carrier.send_message(action.text)
+        except ConnectionClosed:
+            return  # the carrier reader reports the close
+        if action.barge_in_at is not None:
+            reaction = trio.current_time() - action.barge_in_at
+            self.core.barge_in_cleared(reaction)
+            self._safe(self.ctx.hooks.barge_in_reaction, self, reaction)
 
     def _on_note(self, note: Note) -> None:
         if note.name == "state":
