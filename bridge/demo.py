@@ -92,13 +92,21 @@ async def open_stack(
     records: Path | None = None,
     api_key: str = DEMO_KEY,
     admin: bool = True,
+    admin_token: str | None = None,
 ) -> AsyncIterator[Stack]:
-    """Simulator + one worker (+ its admin port) in this trio run, on loopback, ports chosen freely."""
+    """Simulator + one worker (+ its admin port) in this trio run, on loopback, ports chosen freely.
+
+    ``admin_token`` makes the admin port require ``Authorization: Bearer <token>``.
+    """
+    from bridge.log import REDACTOR
     from bridge.server.admin import AdminApp, LocalSessions
 
     async with open_simulator(options=simulator) as sim:
         settings = demo_settings(sim.port, overrides, records)
-        secrets = Secrets(SecretStr(api_key), None, None)
+        secrets = Secrets(SecretStr(api_key), None, SecretStr(admin_token) if admin_token else None)
+        # As the service must: no log line may quote a secret, whatever shape it has.
+        REDACTOR.add(api_key)
+        REDACTOR.add(admin_token)
         store = SqliteRecordStore(records) if records is not None else None
         if store is not None:
             store.open()
@@ -159,7 +167,8 @@ async def _demo(calls: int, fast: bool) -> int:
                 encoding=encoding,
                 params=dict(params),
                 realtime=not fast,
-                leading_silence_ms=500,
+                # The greeter's caller lets the model speak first; the others start talking.
+                leading_silence_ms=5000 if params.get("profile") == "greeter" else 500,
                 wait_for_reply_ms=20_000,
             )
             plan.append((title, opts))

@@ -38,6 +38,7 @@ from bridge.telephony import twilio
 log = structlog.get_logger("bridge.call")
 
 TICK_S = 0.25
+MODEL_CLOSE_WAIT_S = 0.25
 START_TIMEOUT_S = 10.0
 
 
@@ -312,9 +313,10 @@ class CallRunner:
             return
         self._closing = True
         self.log.info("call_ending", reason=action.reason, detail=action.detail)
-        # Close the model side first and promptly: it is what bills.
+        # Close the model side first and promptly: it is what bills. The close frame leaves at
+        # once; the wait for the peer's reply is short, then the TCP stream is closed anyway.
         if self.model_ws is not None:
-            with trio.move_on_after(1.0) as scope:
+            with trio.move_on_after(MODEL_CLOSE_WAIT_S) as scope:
                 scope.shield = True
                 try:
                     await self.model_ws.aclose(1000, action.reason)
