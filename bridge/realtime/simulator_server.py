@@ -179,10 +179,7 @@ async def _run_session(ws: WebSocketConnection, session: SimulatedSession, optio
             async with lock:
                 before = session.next_deadline()
                 now = trio.current_time()
-                if isinstance(message, str):
-                    out = session.receive(message, now)
-                else:
-                    out = session.receive_bytes(message, now)
+                out = session.receive(message, now) if isinstance(message, str) else session.receive_bytes(message, now)
                 await send_all(out)
                 moved = session.next_deadline() != before
             if session.close_requested is not None:

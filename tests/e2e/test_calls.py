@@ -226,7 +226,8 @@ def test_unknown_path_and_plain_http_on_the_public_port() -> None:
             stream = await trio.open_tcp_stream("127.0.0.1", stack.port)
             body = b"From=%2B4420&To=%2B15550001"
             await stream.send_all(
-                b"POST /twiml HTTP/1.1\r\nHost: bridge.example.com\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"POST /twiml HTTP/1.1\r\nHost: bridge.example.com\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
