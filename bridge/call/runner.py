@@ -376,6 +376,7 @@ class CallRunner:
             "frames_out": stats.frames_out,
             "turns": stats.turns,
             "barge_ins": stats.barge_ins,
+            "barge_in_reaction_ms": [round(x * 1000, 2) for x in stats.barge_in_reactions],
             "dtmf": stats.dtmf,
             "audio_errors": stats.audio_errors,
             "protocol_errors": stats.protocol_errors,
