@@ -72,7 +72,12 @@ async def connect(
     except (trio.TooSlowError, OSError, HandshakeError) as exc:
         if entered:
             raise
-        raise UpstreamConnectError(f"connect to {_safe(url)} failed: {type(exc).__name__}: {exc}") from None
+        # trio-websocket's HandshakeError often says nothing itself; the cause says what happened.
+        cause = exc.__cause__ or exc.__context__
+        why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if cause is not None and not str(exc):
+            why += f" ({type(cause).__name__}: {cause})"
+        raise UpstreamConnectError(f"connect to {_safe(url)} failed: {why}") from None
 
 
 def _safe(url: str) -> str:

@@ -163,9 +163,9 @@ class WorkerHooks:
         return rec
 
     async def save_record(self, call: CallRunner, final: bool) -> None:
+        self.flush(call)  # the ticker's periodic call: metrics flow even without a record store
         if self.store is None:
             return
-        self.flush(call)
         first = call.call_id not in self._records
         rec = self.build_record(call, final)
         store = self.store
