@@ -142,12 +142,14 @@ class CallCore:
         self._response_id: str | None = None  # response in progress
         self._muted_items: set[str] = set()
         self._muted_responses: set[str] = set()
-        self._response_create_queued = False
+        self._create_in_flight = False  # a response.create sent, its response.created not seen yet
+        self._response_wanted = False  # another response is needed once the current one is done
         self._user_speaking = False
         self._speech_end_at: float | None = None
         self._awaiting_first_audio = False
         self._vad: EnergyVad | None = None
         self._vad_settings: LocalVad | None = None
+        self._commit_pending = False  # the local detector ended a turn before the session was ready
         self._bytes_per_ms_session = 8.0
 
     # --- read-outs -------------------------------------------------------------------------
@@ -288,19 +290,20 @@ class CallCore:
         elif self.state == ACTIVE:
             self._send_dtmf(ev.digit, out)
 
-    def _send_dtmf(self, digit: str, out: list[Action]) -> None:
+    def _send_dtmf(self, digit: str, out: list[Action], respond: bool = True) -> None:
         # The WebSocket API has no DTMF event (SIP only), so the digit becomes a user message.
         out.append(SendModel(rt.dumps(rt.user_text(f"[The caller pressed the keypad key {digit}]"))))
-        if self.session is not None and self.session.dtmf_response:
+        if respond and self.session is not None and self.session.dtmf_response:
             self._request_response(out)
 
     def _request_response(self, out: list[Action]) -> None:
-        # Only one response may run at a time (conversation_already_has_active_response).
-        if self._response_id is None and not self._response_create_queued:
+        # Only one response may run at a time (conversation_already_has_active_response), so a
+        # request made while one runs, or while a create is on its way, waits for response.done.
+        if self._response_id is None and not self._create_in_flight:
             out.append(SendModel(rt.dumps(rt.response_create())))
-            self._response_create_queued = True
+            self._create_in_flight = True
         else:
-            self._response_create_queued = True
+            self._response_wanted = True
 
     def _local_vad(self, payload_b64: str, now: float, out: list[Action]) -> None:
         assert self._vad is not None and self.converter is not None
@@ -319,9 +322,14 @@ class CallCore:
             self._awaiting_first_audio = True
             out.append(Note("speech_stopped", {"source": "local_vad"}))
             if self.state == ACTIVE:
-                out.append(SendModel(rt.dumps(rt.commit())))
-                if self._vad_settings is not None and self._vad_settings.create_response:
-                    self._request_response(out)
+                self._commit_turn(out)
+            elif self.state == STARTING:
+                self._commit_pending = True  # committed once the buffered audio has been sent
+
+    def _commit_turn(self, out: list[Action]) -> None:
+        out.append(SendModel(rt.dumps(rt.commit())))
+        if self._vad_settings is not None and self._vad_settings.create_response:
+            self._request_response(out)
 
     # --- model side --------------------------------------------------------------------------
     def on_model_connected(self, now: float) -> list[Action]:
@@ -341,7 +349,7 @@ class CallCore:
             self._awaiting_first_audio = True
         elif isinstance(ev, rt.ResponseCreated):
             self._response_id = ev.response_id
-            self._response_create_queued = False
+            self._create_in_flight = False
         elif isinstance(ev, rt.ResponseDone):
             self._on_response_done(ev, out)
         elif isinstance(ev, rt.SessionUpdated):
@@ -374,12 +382,21 @@ class CallCore:
         for payload in self._buffer:
             out.append(SendModel(rt.append_audio(payload)))
         self._buffer.clear()
+        # With a greeting, its response also answers whatever arrived while the session opened:
+        # only one response runs at a time, and a second response.create would lose the greeting.
+        greeting = self.session is not None and bool(self.session.greeting)
+        if self._commit_pending:
+            self._commit_pending = False
+            if greeting:
+                out.append(SendModel(rt.dumps(rt.commit())))
+            else:
+                self._commit_turn(out)
         for digit in self._pending_dtmf:
-            self._send_dtmf(digit, out)
+            self._send_dtmf(digit, out, respond=not greeting)
         self._pending_dtmf.clear()
         if self.session is not None and self.session.greeting:
             out.append(SendModel(rt.dumps(greeting_response(self.session, self.parameters))))
-            self._response_create_queued = True
+            self._create_in_flight = True
 
     def _on_delta(self, ev: rt.AudioDelta, now: float) -> list[Action]:
         if ev.item_id in self._muted_items or ev.response_id in self._muted_responses:
@@ -423,13 +440,18 @@ class CallCore:
         )
         if ev.status == "failed":
             out.append(Note("model_error", {"code": ev.error_code or "response_failed", "message": ev.reason}))
-        if self._response_create_queued:
-            self._response_create_queued = False
+        if self._response_wanted and not self._create_in_flight:
+            self._response_wanted = False
             self._request_response(out)
 
     def _on_model_error(self, ev: rt.ModelError, out: list[Action]) -> None:
         self.stats.model_errors += 1
         benign = ev.code in BENIGN_MODEL_ERRORS
+        if ev.code == "conversation_already_has_active_response":
+            # Our create lost a race with a response the server started itself (VAD): the
+            # request still stands, so ask again once that response is done.
+            self._create_in_flight = False
+            self._response_wanted = True
         out.append(Note("model_error", {"code": ev.code, "message": ev.message, "param": ev.param, "benign": benign}))
         if ev.code in FATAL_MODEL_ERRORS:
             self.end("model_error", f"{ev.code}: {ev.message}", out, 1011)

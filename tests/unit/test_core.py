@@ -274,3 +274,25 @@ def test_local_vad_commits_and_asks_for_a_response() -> None:
         t += 0.02
     kinds = [m["type"] for m in sent if m["type"] != "input_audio_buffer.append"]
     assert kinds == ["input_audio_buffer.commit", "response.create"]
+
+
+def test_request_made_while_a_create_is_in_flight_gets_its_own_response() -> None:
+    core = active_core()
+    first = core.on_carrier(tel.Dtmf("1"), 1.0)
+    assert [m["type"] for m in model_texts(first)] == ["conversation.item.create", "response.create"]
+    # A second key before the first create's response.created: it must not be forgotten.
+    second = core.on_carrier(tel.Dtmf("2"), 1.01)
+    assert [m["type"] for m in model_texts(second)] == ["conversation.item.create"]
+    core.on_model(rt.ResponseCreated("r1"), 1.05)
+    done = core.on_model(rt.ResponseDone("r1", "completed", None), 2.0)
+    assert [m["type"] for m in model_texts(done)] == ["response.create"]
+
+
+def test_create_rejected_because_the_server_started_one_is_retried_after_it() -> None:
+    core = active_core()
+    core.on_carrier(tel.Dtmf("1"), 1.0)  # create in flight
+    core.on_model(rt.ResponseCreated("vad"), 1.01)  # the server's own (VAD) response
+    rejected = core.on_model(rt.ModelError("conversation_already_has_active_response", "busy"), 1.02)
+    assert not [a for a in rejected if isinstance(a, EndCall)]
+    done = core.on_model(rt.ResponseDone("vad", "completed", None), 2.0)
+    assert [m["type"] for m in model_texts(done)] == ["response.create"]
