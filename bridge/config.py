@@ -9,12 +9,15 @@ line: they are read from the environment or from files (systemd credentials) by
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -320,16 +323,77 @@ def describe_validation_error(exc: ValidationError, path: Path | None = None) ->
         # keep it, it tells the user which variant the rule belongs to.
         key = ".".join(loc) or "(top level)"
         value = err.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (not allowed here; check the spelling)")
+            allowed = _keys_at(err["loc"][:-1])
+            hint = ""
+            if allowed:
+                close = difflib.get_close_matches(loc[-1], allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint += "; allowed keys: " + ", ".join(allowed)
+            lines.append(f"  {key}: unknown key with value {shown}{hint}")
             continue
         if err["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
             continue
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if err["type"] == "union_tag_not_found":
+            tags = ", ".join(repr(t) for t in _tags_at(err["loc"]))
+            lines.append(f"  {key}.type: required key is missing (allowed: {tags})")
+            continue
         msg = err["msg"].removeprefix("Value error, ")
+        if not loc:  # whole-file rules name their key in the message
+            lines.append(f"  {msg}")
+            continue
         lines.append(f"  {key}: value {shown} is not allowed: {msg}")
     return "\n".join(lines)
+
+
+def _unwrap(tp: Any) -> list[Any]:
+    """The concrete types behind ``Annotated``, ``X | None`` and unions."""
+    if get_origin(tp) is Annotated:
+        return _unwrap(get_args(tp)[0])
+    if get_origin(tp) in (Union, UnionType):
+        return [t for arg in get_args(tp) if arg is not type(None) for t in _unwrap(arg)]
+    return [tp]
+
+
+def _types_at(loc: tuple[int | str, ...]) -> list[Any]:
+    """The types a location in the configuration can hold (for error messages only)."""
+    current: list[Any] = [Settings]
+    for part in loc:
+        following: list[Any] = []
+        for tp in current:
+            origin = get_origin(tp)
+            if origin in (list, tuple) and isinstance(part, int):
+                following += _unwrap(get_args(tp)[0])
+            elif origin is dict:
+                following += _unwrap(get_args(tp)[1])
+            elif isinstance(tp, type) and issubclass(tp, BaseModel):
+                for name, info in tp.model_fields.items():
+                    if part in (name, info.alias):
+                        following += _unwrap(info.annotation)
+        # A discriminated union's tag is a path element of its own: keep the matching variant.
+        tagged = [t for t in current if _tag_of(t) == part]
+        current = tagged or following
+    return current
+
+
+def _tag_of(tp: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and "type" in tp.model_fields:
+        return tp.model_fields["type"].default
+    return None
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    keys: set[str] = set()
+    for tp in _types_at(loc):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            keys.update(info.alias or name for name, info in tp.model_fields.items())
+    return sorted(keys)
+
+
+def _tags_at(loc: tuple[int | str, ...]) -> list[str]:
+    return [str(t) for t in (_tag_of(tp) for tp in _types_at(loc)) if t is not None]
 
 
 def _read_secret_file(path: Path, what: str) -> SecretStr:
@@ -350,8 +414,9 @@ def _secret(
     what: str,
 ) -> SecretStr | None:
     for name in env_names:
-        if environ.get(name):
-            return SecretStr(environ[name].strip())
+        value = environ.get(name, "").strip()
+        if value:
+            return SecretStr(value)
     if file_setting is not None:
         return _read_secret_file(file_setting, what)
     cred_dir = environ.get("CREDENTIALS_DIRECTORY")
@@ -404,6 +469,20 @@ def check_runtime(settings: Settings, secrets: Secrets) -> list[str]:
     return problems
 
 
+_SECRET_QUERY_NAMES = {"api-key", "api_key", "apikey", "key", "token", "access_token", "sig", "signature"}
+
+
+def _mask_query(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [
+        (k, "********" if k.lower() in _SECRET_QUERY_NAMES else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
 def masked_dump(settings: Settings, secrets: Secrets) -> dict[str, Any]:
     """The effective configuration as plain data, secrets replaced by a mask."""
     data = settings.model_dump(mode="json", by_alias=True)
@@ -413,6 +492,8 @@ def masked_dump(settings: Settings, secrets: Secrets) -> dict[str, Any]:
 
     # Extra headers may carry credentials (Azure's api-key), so only their names are shown.
     data["realtime"]["extra_headers"] = {k: "********" for k in settings.realtime.extra_headers}
+    # ... and so may the URL's query (Azure accepts ?api-key=...).
+    data["realtime"]["url"] = _mask_query(settings.realtime.url)
     data["secrets"] = {
         "openai_api_key": mask(secrets.openai_api_key),
         "twilio_auth_token": mask(secrets.twilio_auth_token),

@@ -8,10 +8,12 @@ message quoting a header, a URL with a key in its query).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -47,12 +49,14 @@ class Redactor:
             return {k: self._walk(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return type(value)(self._walk(v) for v in value)
+        if isinstance(value, BaseException):
+            # An exception inside a list or dict would otherwise be rendered by repr() later,
+            # after this processor, with whatever its message quotes.
+            return self.scrub(repr(value))
         return value
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in list(event_dict.items()):
-            if isinstance(value, BaseException):
-                value = repr(value)
             event_dict[key] = self._walk(value)
         return event_dict
 
@@ -88,12 +92,29 @@ def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) 
     )
     # Libraries that use stdlib logging (trio-websocket) go through the same redaction.
     handler = logging.StreamHandler(out)
-    handler.setFormatter(_StdlibFormatter())
+    handler.setFormatter(_StdlibFormatter(use_json))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS.get(level, logging.INFO), logging.WARNING))
 
 
 class _StdlibFormatter(logging.Formatter):
+    """Stdlib records in the same shape as structlog's lines (JSON lines in JSON mode), redacted."""
+
+    def __init__(self, use_json: bool = False) -> None:
+        super().__init__()
+        self._json = use_json
+
     def format(self, record: logging.LogRecord) -> str:
-        return REDACTOR.scrub(super().format(record))
+        if not self._json:
+            return REDACTOR.scrub(super().format(record))
+        event: dict[str, Any] = {
+            **structlog.contextvars.get_contextvars(),
+            "event": record.getMessage(),
+            "logger": record.name,
+            "level": record.levelname.lower(),
+            "timestamp": datetime.fromtimestamp(record.created, tz=UTC).isoformat().replace("+00:00", "Z"),
+        }
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json.dumps(REDACTOR._walk(event), default=repr)

@@ -8,6 +8,7 @@ becomes :class:`Malformed` with a reason instead of an exception.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,15 +135,15 @@ def _s(d: dict[str, Any], key: str) -> str:
 
 def _i(d: dict[str, Any], key: str) -> int:
     v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise KeyError(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise KeyError(key)  # json.loads accepts NaN and Infinity, int() does not
     return int(v)
 
 
 def parse(text: str | bytes) -> ModelEvent:
     try:
         ev = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deeply nested: RecursionError
         return Malformed("?", f"not JSON: {exc}")
     if not isinstance(ev, dict):
         return Malformed("?", "event is not a JSON object")

@@ -8,7 +8,7 @@ is the one place the shape is written.
 
 from __future__ import annotations
 
-import string
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,24 +29,16 @@ def turn_detection_wire(td: ServerVad | SemanticVad | LocalVad) -> dict[str, Any
     return data
 
 
-class _Placeholders(string.Formatter):
-    """``{name}`` from the stream's custom parameters; unknown names are left as written."""
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = values
-
-    def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
-        if isinstance(key, str) and key in self._values:
-            return self._values[key]
-        return "{" + str(key) + "}"
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
-    try:
-        return _Placeholders(values).format(text)
-    except (ValueError, IndexError, KeyError, AttributeError):
-        # Braces that are not placeholders ("{" alone, "{0.x}"): use the text as written.
-        return text
+    """``{name}`` from the stream's custom parameters; everything else is left as written.
+
+    A plain pattern rather than ``str.format``: instructions are prose that may quote JSON or
+    contain stray braces, and an unknown name must survive untouched (``{x!r}``, ``{x[0]}``).
+    """
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
 def build_session_update(

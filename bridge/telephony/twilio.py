@@ -51,7 +51,7 @@ def parse(text: str | bytes) -> CarrierEvent:
     """Parse one Twilio message."""
     try:
         msg = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deeply nested: RecursionError
         return CarrierError("invalid_json", f"not JSON: {exc}")
     if not isinstance(msg, dict):
         return CarrierError("invalid_json", "message is not a JSON object")
@@ -105,7 +105,7 @@ def _parse_start(msg: dict[str, Any]) -> CarrierEvent:
     encoding = fmt.get("encoding", "audio/x-mulaw")
     rate = _int_or_none(fmt.get("sampleRate", 8000))
     channels = _int_or_none(fmt.get("channels", 1))
-    if not isinstance(encoding, str) or rate is None or channels is None:
+    if not isinstance(encoding, str) or rate is None or channels is None or rate <= 0 or channels <= 0:
         return CarrierError("invalid_format", f"unusable mediaFormat {fmt!r}", fatal=True)
     tracks = start.get("tracks")
     return Start(
