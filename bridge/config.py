@@ -428,7 +428,21 @@ def _secret(
 
 
 def load_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Secrets:
+    """Read the secrets and register them with the log redactor, so no log line of this
+    process can carry them, whatever path they take into a message."""
     env = os.environ if environ is None else environ
+    secrets = _load_secrets(settings, env)
+    from bridge.log import REDACTOR  # a leaf module; imported here to keep config importable alone
+
+    for value in (secrets.openai_api_key, secrets.twilio_auth_token, secrets.admin_token):
+        if value is not None:
+            REDACTOR.add(value.get_secret_value())
+    for header_value in settings.realtime.extra_headers.values():
+        REDACTOR.add(header_value)  # Azure's api-key travels as an extra header
+    return secrets
+
+
+def _load_secrets(settings: Settings, env: Mapping[str, str]) -> Secrets:
     return Secrets(
         openai_api_key=_secret(
             ("OPENAI_API_KEY",), settings.realtime.api_key_file, "openai_api_key", env, "OpenAI API key"

@@ -203,3 +203,14 @@ def test_console_format_is_redacted_too() -> None:
     assert "hello" in text and "lib" in text
     assert SECRET not in text
     assert r.scrub(text) == text
+
+
+def test_load_secrets_registers_every_secret_with_the_redactor() -> None:
+    from bridge.config import Settings, load_secrets
+    from bridge.log import REDACTOR
+
+    settings = Settings(realtime={"extra_headers": {"api-key": "azure-secret-value-123"}})
+    env = {"OPENAI_API_KEY": "plain-key-without-prefix-999", "BRIDGE_ADMIN_TOKEN": "admin-token-value-777"}
+    load_secrets(settings, env)
+    text = REDACTOR.scrub("a plain-key-without-prefix-999 b azure-secret-value-123 c admin-token-value-777")
+    assert "plain-key" not in text and "azure-secret" not in text and "admin-token-value" not in text
