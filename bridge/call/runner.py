@@ -91,7 +91,11 @@ class CallRunner:
         self.call_id = uuid.uuid4().hex[:16]
         self.started_wall = time.time()  # wall clock only for the record's timestamps
         self.ended_wall: float | None = None
-        self.core = CallCore(ctx.settings, self.call_id, trio.current_time())
+        # A call keeps the settings and secrets it started with; a reload (SIGHUP) swaps the
+        # context's for new calls only.
+        self.settings = ctx.settings
+        self.secrets = ctx.secrets
+        self.core = CallCore(self.settings, self.call_id, trio.current_time())
         self.model_ws: WebSocketConnection | None = None
         self._nursery: trio.Nursery | None = None
         self._connect_started: float | None = None
@@ -174,8 +178,8 @@ class CallRunner:
             await self._do(self.core.on_carrier(twilio.parse(message), trio.current_time()))
 
     async def _model_task(self, model: str) -> None:
-        settings = self.ctx.settings
-        key = self.ctx.secrets.openai_api_key
+        settings = self.settings
+        key = self.secrets.openai_api_key
         self._connect_started = trio.current_time()
         try:
             async with connect(settings.realtime, model, key.get_secret_value() if key else None) as ws:
@@ -198,7 +202,7 @@ class CallRunner:
             await self._do(out)
 
     async def _ticker(self) -> None:
-        interval = self.ctx.settings.records.update_interval_s
+        interval = self.settings.records.update_interval_s
         next_save = trio.current_time() + interval
         while True:
             await trio.sleep(TICK_S)
@@ -212,7 +216,7 @@ class CallRunner:
                 await self.ctx.hooks.save_record(self, False)
 
     async def _pinger(self, ws: WebSocketConnection, side: str) -> None:
-        settings = self.ctx.settings.server
+        settings = self.settings.server
         while True:
             await trio.sleep(settings.ping_interval_s)
             with trio.move_on_after(settings.ping_timeout_s) as scope:
