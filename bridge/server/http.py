@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import h11
 import trio
@@ -76,62 +77,56 @@ class PrefixedStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
+async def _next_event(conn: h11.Connection, stream: trio.abc.Stream, raw: bytearray, where: str) -> Any:
+    """The next h11 event, reading from the socket as needed (``raw`` keeps every byte read)."""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest(400, f"malformed {where}: {exc}") from None
+        if event is not h11.NEED_DATA:
+            return event
+        data = bytes(await stream.receive_some(4096))
+        if not data:
+            raise BadRequest(400, f"connection closed in the {where}")
+        raw += data
+        conn.receive_data(data)
+
+
 async def read_request(stream: trio.abc.Stream) -> Request:
     """Read one request head; raises BadRequest on garbage, size or time limits."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     raw = bytearray()
-    with trio.move_on_after(HEAD_TIMEOUT_S) as scope:
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise BadRequest(400, f"malformed request: {exc}") from None
-            if event is h11.NEED_DATA:
-                data = bytes(await stream.receive_some(4096))
-                if not data:
-                    raise BadRequest(400, "connection closed before the request head")
-                raw += data
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                headers: dict[str, str] = {}
-                for name, value in event.headers:
-                    key = name.decode("latin-1").lower()
-                    val = value.decode("latin-1")
-                    headers[key] = f"{headers[key]}, {val}" if key in headers else val
-                req = Request(event.method.decode(), event.target.decode("latin-1"), headers, bytes(raw))
-                req._h11 = conn  # type: ignore[attr-defined]
-                return req
+    with trio.move_on_after(HEAD_TIMEOUT_S):
+        event = await _next_event(conn, stream, raw, "request head")
+        if not isinstance(event, h11.Request):
             raise BadRequest(400, "unexpected HTTP event")
-    assert scope.cancelled_caught
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key = name.decode("latin-1").lower()
+            val = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {val}" if key in headers else val
+        req = Request(event.method.decode(), event.target.decode("latin-1"), headers, bytes(raw))
+        req._h11 = conn  # type: ignore[attr-defined]
+        return req
     raise BadRequest(408, "request head not received in time")
 
 
 async def read_body(stream: trio.abc.Stream, request: Request) -> bytes:
     conn: h11.Connection = request._h11  # type: ignore[attr-defined]
     body = bytearray()
-    with trio.move_on_after(HEAD_TIMEOUT_S) as scope:
+    with trio.move_on_after(HEAD_TIMEOUT_S):
         while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise BadRequest(400, f"malformed body: {exc}") from None
-            if event is h11.NEED_DATA:
-                data = bytes(await stream.receive_some(4096))
-                if not data:
-                    raise BadRequest(400, "connection closed in the body")
-                conn.receive_data(data)
-                continue
+            event = await _next_event(conn, stream, bytearray(), "body")
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY_BYTES:
                     raise BadRequest(413, "request body too large")
-                continue
-            if isinstance(event, h11.EndOfMessage):
+            elif isinstance(event, h11.EndOfMessage):
                 request.body = bytes(body)
                 return request.body
-            raise BadRequest(400, "unexpected HTTP event in body")
-    assert scope.cancelled_caught
+            else:
+                raise BadRequest(400, "unexpected HTTP event in body")
     raise BadRequest(408, "request body not received in time")
 
 
