@@ -1,0 +1,635 @@
+"""One bridge worker under load: CPU per call and added latency each way, swept over concurrent calls.
+
+Run from the repository root (method in bench/README.md, "One worker under load"; results in
+BENCHMARKS.md):
+
+    python bench/load_bench.py                 # sweep 10..300 calls, stops at saturation (~4 min)
+    python bench/load_bench.py --quick         # 10, 50, 100 calls, shorter windows (~1 min)
+    python bench/load_bench.py --calls 50,150 --window 30 --no-profile
+
+Per step (one value of N) three process groups run, started afresh:
+
+* the bridge as users deploy it: ``python -m bridge serve`` with ``server.workers = 1`` (a supervisor
+  and one worker process), pinned to CPU 0;
+* ``bench/load_upstream.py``: a minimal fake Realtime server (hand-rolled WebSocket framing, so it
+  costs far less than the bridge), pinned to CPU 1. It records when each caller frame arrives and
+  when it sent each model audio delta;
+* ``bench/load_carrier.py``: N Twilio-style calls from one trio process, pinned to CPU 1. It
+  records when it sent each caller frame and when each model delta arrived, and reads the CPU
+  time of the worker over the measuring window.
+
+Frame and delta ids travel inside the μ-law audio (the first 9 bytes: a magic byte and a 64-bit
+id), which the bridge passes through untouched for μ-law ↔ ``audio/pcmu``. ``time.monotonic()``
+(CLOCK_MONOTONIC) is one clock for all processes on Linux, so arrival − send is the time a frame
+spent in loopback TCP and the bridge.
+
+This module also holds the helpers the two load processes share (raw WebSocket frames, ids, CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+# --- shared by the load processes ------------------------------------------------------------
+
+MAGIC_FRAME = 0x46  # "F": a caller frame (carrier → bridge → model)
+MAGIC_DELTA = 0x44  # "D": a model audio delta (model → bridge → carrier)
+ID_BYTES = 9  # magic + u64; 9 bytes are exactly 12 base64 characters, so the rest encodes apart
+ID_CHARS = 12
+MAX_FRAME_BYTES = 1 << 20
+ZERO_KEY = b"\0\0\0\0"
+
+
+def id_payload(magic: int, ident: int, tail_b64: str) -> str:
+    """Base64 of ``magic + ident`` followed by a constant tail (already base64, 3-byte aligned)."""
+    return base64.b64encode(struct.pack(">BQ", magic, ident)).decode("ascii") + tail_b64
+
+
+def tail_b64(total_bytes: int, fill: int = 0xFF) -> str:
+    """The constant part of an id-carrying payload of ``total_bytes`` G.711 bytes."""
+    return base64.b64encode(bytes([fill]) * (total_bytes - ID_BYTES)).decode("ascii")
+
+
+def read_id(chars: bytes, magic: int) -> int | None:
+    """The id in the first 12 base64 characters of a payload, if it carries ``magic``."""
+    try:
+        raw = base64.b64decode(chars)
+    except ValueError:
+        return None
+    if len(raw) != ID_BYTES or raw[0] != magic:
+        return None
+    return int.from_bytes(raw[1:], "big")
+
+
+def ws_frame(payload: bytes, opcode: int = 0x1, mask: bool = False) -> bytes:
+    """One final WebSocket frame. A client frame is masked with the all-zero key: RFC 6455 §5.3
+    wants the key unpredictable (a browser concern), but any key is valid on the wire and the zero
+    key makes masking the identity, which keeps the load generator cheap."""
+    n = len(payload)
+    b0 = 0x80 | opcode
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = bytes((b0, mbit | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, mbit | 127, n)
+    return head + ZERO_KEY + payload if mask else head + payload
+
+
+def unmask(data: bytes, key: bytes | None, offset: int = 0) -> bytes:
+    """``data`` (which starts ``offset`` bytes into a masked payload) unmasked."""
+    if key is None or key == ZERO_KEY or not data:
+        return data
+    r = offset % 4
+    key = key[r:] + key[:r]
+    n = len(data)
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+
+
+class FrameParser:
+    """Incremental WebSocket frame splitter: ``feed(bytes)`` → ``[(opcode, payload, key, fin)]``.
+
+    Payloads stay masked (``key`` is the mask or ``None``) so a reader unmasks only what it needs.
+    """
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes, bytes | None, bool]]:
+        buf = self.buf
+        buf += data
+        out: list[tuple[int, bytes, bytes | None, bool]] = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            i = pos + 2
+            if length == 126:
+                if n - i < 2:
+                    break
+                length = int.from_bytes(buf[i : i + 2], "big")
+                i += 2
+            elif length == 127:
+                if n - i < 8:
+                    break
+                length = int.from_bytes(buf[i : i + 8], "big")
+                i += 8
+            if length > MAX_FRAME_BYTES:
+                raise ValueError(f"frame of {length} bytes")
+            key: bytes | None = None
+            if b1 & 0x80:
+                if n - i < 4:
+                    break
+                key = bytes(buf[i : i + 4])
+                i += 4
+            if n - i < length:
+                break
+            out.append((b0 & 0x0F, bytes(buf[i : i + length]), key, bool(b0 & 0x80)))
+            pos = i + length
+        if pos:
+            del buf[:pos]
+        return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_busy() -> dict[str, float]:
+    """Busy seconds (everything but idle and iowait) per CPU since boot, from /proc/stat."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu") and line[3:4].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals[:8]]
+                out[name] = (sum(v) - v[3] - v[4]) / TICK
+    except OSError:
+        pass
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def pin(cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except OSError:
+        return 0
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's worker processes (children started with ``--worker-id``)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == supervisor and b"--worker-id" in cmd:
+            out.append(int(entry))
+    return out
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@dataclass
+class Step:
+    calls: int
+    connected: int = 0
+    active_end: int = 0
+    worker_cores: float = 0.0
+    supervisor_cores: float = 0.0
+    carrier_cores: float = 0.0
+    upstream_cores: float = 0.0
+    worker_rss_mib: float = 0.0
+    window_s: float = 0.0
+    up: dict[str, float] = field(default_factory=dict)  # caller → model latency stats (ms)
+    down: dict[str, float] = field(default_factory=dict)  # model → caller latency stats (ms)
+    frames: int = 0
+    frames_lost: int = 0
+    deltas: int = 0
+    deltas_lost: int = 0
+    backlog_events: int = 0
+    bridge_errors: int = 0
+    other_bridge_cpu: float = 0.0  # cores used on the bridge's CPU by anything but the bridge
+    other_load_cpu: float = 0.0  # cores used on the load CPU by anything but the load generators
+    profile: list[str] = field(default_factory=list)
+
+    @property
+    def per_call(self) -> float:
+        return self.worker_cores / self.calls if self.calls else 0.0
+
+
+def latency_stats(lat_s: Any) -> dict[str, float]:
+    import numpy as np
+
+    if len(lat_s) == 0:
+        return {}
+    ms = np.asarray(lat_s) * 1000.0
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "p999": float(np.percentile(ms, 99.9)),
+        "max": float(ms.max()),
+        "mean": float(ms.mean()),
+    }
+
+
+def join(sent_ids: Any, sent_t: Any, got_ids: Any, got_t: Any, w0: float, w1: float) -> tuple[Any, int, int]:
+    """Latencies of the items sent in [w0, w1) (ids matched across the two files), sent count, lost count."""
+    import numpy as np
+
+    keep = (sent_t >= w0) & (sent_t < w1)
+    sid, st = sent_ids[keep], sent_t[keep]
+    order = np.argsort(got_ids)
+    gid, gt = got_ids[order], got_t[order]
+    idx = np.searchsorted(gid, sid)
+    idx[idx >= len(gid)] = 0
+    found = (gid[idx] == sid) if len(gid) else np.zeros(len(sid), dtype=bool)
+    lat = gt[idx[found]] - st[found]
+    return lat, len(sid), int((~found).sum())
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="bridge-load-"))
+        self.py = sys.executable
+
+    def _pinned(self, cpu: int) -> Any:
+        def fn() -> None:
+            os.sched_setaffinity(0, {cpu})
+
+        return fn
+
+    def wait_quiet(self) -> None:
+        """Wait (up to ``--wait-quiet`` s) until both CPUs are nearly idle: the machine may be shared."""
+        a = self.args
+        cpus = (f"cpu{a.bridge_cpu}", f"cpu{a.load_cpu}")
+        deadline = time.monotonic() + a.wait_quiet
+        busy: dict[str, float] = {}
+        while True:
+            b0 = cpu_busy()
+            time.sleep(1.0)
+            b1 = cpu_busy()
+            busy = {c: b1.get(c, 0.0) - b0.get(c, 0.0) for c in cpus}
+            if max(busy.values()) < 0.15 or time.monotonic() > deadline:
+                break
+        if max(busy.values()) >= 0.15:
+            shown = ", ".join(f"{c} {v:.0%}" for c, v in busy.items())
+            print(f"  (other load on the CPUs before this step: {shown}; measuring anyway)", flush=True)
+
+    def run_step(self, calls: int, window: float, profile_s: float = 0.0) -> Step:
+        a = self.args
+        self.wait_quiet()
+        tag = f"n{calls}" + ("-profile" if profile_s else "")
+        up_port, pub_port, admin_port = free_port(), free_port(), free_port()
+        up_out = self.tmp / f"upstream-{tag}.npz"
+        car_out = self.tmp / f"carrier-{tag}.npz"
+        log_path = self.tmp / f"bridge-{tag}.log"
+        cfg = self.tmp / f"bridge-{tag}.toml"
+        cfg.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {pub_port}\nworkers = 1\ndrain_timeout_s = 2\n'
+            f'[admin]\nhost = "127.0.0.1"\nport = {admin_port}\n'
+            f'[realtime]\nurl = "ws://127.0.0.1:{up_port}/v1/realtime"\naudio_format = "pcmu"\n'
+            f'[records]\npath = "{self.tmp / "calls.sqlite"}"\n'
+            f'[log]\nlevel = "warning"\nformat = "json"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "PROMETHEUS_"))}
+        env["OPENAI_API_KEY"] = "sk-bench-not-a-real-key-0000"
+        load_cpu = self._pinned(a.load_cpu)
+        upstream = subprocess.Popen(
+            [
+                self.py, str(BENCH / "load_upstream.py"), "--port", str(up_port), "--out", str(up_out),
+                "--delta-ms", str(a.delta_ms), "--answer-ms", str(a.answer_ms),
+                "--answer-every", str(a.answer_every), "--speed", str(a.speed),
+                "--max-seconds", str(a.ramp + a.warmup + window + 60),
+            ],
+            cwd=ROOT, preexec_fn=load_cpu,
+        )  # fmt: skip
+        bridge: subprocess.Popen[bytes] | None = None
+        step = Step(calls)
+        try:
+            wait_port(up_port, 10)
+            with open(log_path, "ab") as errors:
+                bridge = subprocess.Popen(
+                    [self.py, "-m", "bridge", "--config", str(cfg), "serve"],
+                    cwd=ROOT, env=env, stderr=errors, stdout=errors, preexec_fn=self._pinned(a.bridge_cpu),
+                )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while http_status(f"http://127.0.0.1:{admin_port}/readyz") != 200:
+                if time.monotonic() > deadline or bridge.poll() is not None:
+                    raise RuntimeError(f"the bridge did not become ready; see {log_path}")
+                time.sleep(0.1)
+            workers = worker_pids(bridge.pid)
+            if len(workers) != 1:
+                raise RuntimeError(f"expected one worker process, found {workers}")
+            worker = workers[0]
+            affinity = sorted(os.sched_getaffinity(worker))
+            if affinity != [a.bridge_cpu]:
+                raise RuntimeError(f"worker {worker} runs on CPUs {affinity}, not {a.bridge_cpu}")
+            carrier_cmd = [
+                self.py, str(BENCH / "load_carrier.py"), "--port", str(pub_port), "--calls", str(calls),
+                "--ramp", str(a.ramp), "--warmup", str(a.warmup), "--window", str(window), "--out", str(car_out),
+                "--watch", f"worker={worker}", f"supervisor={bridge.pid}", f"upstream={upstream.pid}",
+            ]  # fmt: skip
+            started = time.monotonic()
+            carrier = subprocess.Popen(carrier_cmd, cwd=ROOT, preexec_fn=load_cpu)
+            if profile_s:
+                step.profile = self._profile(worker, started + a.ramp + a.warmup + 0.5, profile_s)
+            try:
+                carrier.wait(a.ramp + a.warmup + window + 60)
+            except subprocess.TimeoutExpired:
+                stop_process(carrier, 5)
+            if carrier.returncode != 0:
+                raise RuntimeError(f"the carrier load generator failed ({carrier.returncode})")
+        finally:
+            if bridge is not None:
+                stop_process(bridge, 20)
+            try:
+                upstream.wait(15)
+            except subprocess.TimeoutExpired:
+                stop_process(upstream, 10)
+        step.bridge_errors = sum(1 for line in log_path.read_text(errors="replace").splitlines() if '"error"' in line)
+        if not profile_s:
+            self._analyse(step, car_out, up_out)
+        return step
+
+    def _analyse(self, step: Step, car_out: Path, up_out: Path) -> None:
+        import numpy as np
+
+        with np.load(car_out) as c, np.load(up_out) as u:
+            summary = json.loads(str(c["summary"]))
+            w0, w1 = summary["w0"], summary["w1"]
+            up, step.frames, step.frames_lost = join(c["frame_ids"], c["frame_t"], u["frame_ids"], u["frame_t"], w0, w1)
+            down, step.deltas, step.deltas_lost = join(
+                u["delta_ids"], u["delta_t"], c["delta_ids"], c["delta_t"], w0, w1
+            )
+        step.window_s = w1 - w0
+        step.connected = summary["connected"]
+        step.active_end = summary["active_end"]
+        step.backlog_events = summary["backlog_events"]
+        cpu = summary["cpu"]
+        step.worker_cores = cpu["worker"] / step.window_s
+        step.supervisor_cores = cpu["supervisor"] / step.window_s
+        step.upstream_cores = cpu["upstream"] / step.window_s
+        step.carrier_cores = cpu["self"] / step.window_s
+        step.worker_rss_mib = summary["rss"]["worker"]
+        busy = summary["cpu_busy"]
+        a = self.args
+        own_bridge = cpu["worker"] + cpu["supervisor"]
+        step.other_bridge_cpu = max(0.0, busy.get(f"cpu{a.bridge_cpu}", 0.0) - own_bridge) / step.window_s
+        own_load = cpu["self"] + cpu["upstream"]
+        step.other_load_cpu = max(0.0, busy.get(f"cpu{a.load_cpu}", 0.0) - own_load) / step.window_s
+        step.up = latency_stats(up)
+        step.down = latency_stats(down)
+
+    def _profile(self, pid: int, start_at: float, seconds: float) -> list[str]:
+        """py-spy (a sampling profiler) on the worker for ``seconds``."""
+        raw = self.tmp / "profile.txt"
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        # Blocking mode (the default): each sample pauses the worker for a moment, so its stacks are
+        # complete; this step's latencies are therefore not reported.
+        cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+               "--format", "raw", "--output", str(raw)]  # fmt: skip
+        try:
+            subprocess.run(
+                cmd, check=True, timeout=seconds + 30, capture_output=True, preexec_fn=self._pinned(self.args.load_cpu)
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return [f"(no profile: py-spy failed: {exc!r}; `pip install py-spy`)"]
+        return summarise_profile(raw, 15)
+
+
+def summarise_profile(raw: Path, top: int) -> list[str]:
+    """Own and cumulative shares per function from py-spy's collapsed stacks (``a;b;c count``)."""
+    own: dict[str, int] = {}
+    cum: dict[str, int] = {}
+    layers: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = [_short(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if not frames or frames[-1] in IDLE_LEAVES:
+            continue  # a thread-pool thread waiting for work (py-spy counts it as busy)
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        layer = _layer(frames[-1])
+        layers[layer] = layers.get(layer, 0) + count
+        for f in set(frames):
+            cum[f] = cum.get(f, 0) + count
+    if not total:
+        return ["(no samples)"]
+    lines = [f"{total} samples of the busy worker (idle epoll waits are not sampled)", "", "own time by layer:"]
+    for name, n in sorted(layers.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {100 * n / total:5.1f} %  {name}")
+    lines += ["", "own time:"]
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f} %  {name}")
+    lines += ["", "cumulative (the function and what it calls; entry points above 90 % left out):"]
+    shown = [(name, n) for name, n in cum.items() if n < 0.9 * total]
+    for name, n in sorted(shown, key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f} %  {name}")
+    return lines
+
+
+IDLE_LEAVES = frozenset({"trio/_core/_thread_cache.py:WorkerThread._work", "threading.py:Condition.wait"})
+LAYERS = (
+    ("trio/_socket.py", "socket syscalls (send/recv via trio's socket wrapper)"),
+    ("trio/_highlevel_socket.py", "socket syscalls (send/recv via trio's socket wrapper)"),
+    ("trio/_core/_io_epoll.py", "trio scheduler and epoll"),
+    ("trio/_core/", "trio scheduler and epoll"),
+    ("trio/", "trio other (channels, locks, timeouts)"),
+    ("outcome/", "trio scheduler and epoll"),
+    ("trio_websocket/", "trio-websocket"),
+    ("wsproto/", "wsproto (WebSocket framing, masking, UTF-8)"),
+    ("h11/", "wsproto (WebSocket framing, masking, UTF-8)"),
+    ("json/", "JSON"),
+    ("bridge/", "bridge (runner, core, dialects, hooks)"),
+    ("structlog/", "logging"),
+    ("prometheus_client/", "metrics"),
+    ("sqlite3/", "call records (SQLite)"),
+)
+
+
+def _layer(name: str) -> str:
+    for prefix, layer in LAYERS:
+        if name.startswith(prefix):
+            return layer
+    return "other (stdlib, interpreter)"
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:123)`` → ``module.py:func`` (line numbers merged)."""
+    frame = frame.strip()
+    if not frame or frame.startswith("process ") or frame.startswith("thread "):
+        return ""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    for anchor in ("site-packages", "bridge", "lib"):
+        if anchor in parts:
+            i = len(parts) - 1 - parts[::-1].index(anchor)
+            path = "/".join(parts[i + 1 :] if anchor != "bridge" else parts[i:])
+            break
+    return f"{path}:{name}"
+
+
+def fmt(stats: dict[str, float], key: str) -> str:
+    return f"{stats[key]:.2f}" if key in stats else "–"
+
+
+def print_table(steps: list[Step]) -> None:
+    head = (
+        "| calls | worker cores | core/call | caller→model p50 / p99 / max (ms) | model→caller p50 / p99 / max (ms) "
+        "| frames (lost) | deltas (lost) | load gens (cores) | worker RSS (MiB) |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for s in steps:
+        print(
+            f"| {s.calls} | {s.worker_cores:.3f} | {s.per_call:.4f} "
+            f"| {fmt(s.up, 'p50')} / {fmt(s.up, 'p99')} / {fmt(s.up, 'max')} "
+            f"| {fmt(s.down, 'p50')} / {fmt(s.down, 'p99')} / {fmt(s.down, 'max')} "
+            f"| {s.frames} ({s.frames_lost}) | {s.deltas} ({s.deltas_lost}) "
+            f"| {s.carrier_cores + s.upstream_cores:.2f} | {s.worker_rss_mib:.0f} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--calls", default="10,50,75,100,125,150,200", help="comma-separated sweep of concurrent calls")
+    p.add_argument("--quick", action="store_true", help="10, 50, 100 calls with 8 s windows (~1 minute)")
+    p.add_argument("--window", type=float, default=20.0, help="measuring window per step, seconds")
+    p.add_argument("--warmup", type=float, default=3.0, help="after the last call connected, seconds")
+    p.add_argument("--ramp", type=float, default=2.0, help="calls connect spread over this many seconds")
+    p.add_argument("--delta-ms", type=int, default=100, help="model audio per delta")
+    p.add_argument("--answer-ms", type=int, default=2000, help="model audio per answer")
+    p.add_argument("--answer-every", type=float, default=4.0, help="seconds between answers of one call")
+    p.add_argument("--speed", type=float, default=4.0, help="model deltas arrive this much faster than real time")
+    p.add_argument("--stop-p99-ms", type=float, default=20.0, help="end the sweep once a p99 passes this")
+    p.add_argument("--stop-cores", type=float, default=0.95, help="end the sweep once the worker uses this much")
+    p.add_argument("--bridge-cpu", type=int, default=0)
+    p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument("--profile-calls", type=int, default=100)
+    p.add_argument("--profile-seconds", type=float, default=10.0)
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--wait-quiet", type=float, default=60.0, help="wait up to this long for idle CPUs per step")
+    p.add_argument("--retries", type=int, default=2, help="repeat a step disturbed by other processes")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.calls = "10,50,100"
+        args.window = min(args.window, 8.0)
+        args.profile_seconds = min(args.profile_seconds, 5.0)
+    if len(os.sched_getaffinity(0)) < 2 and args.bridge_cpu != args.load_cpu:
+        print("load_bench: needs two CPUs (the bridge on one, the load on the other)", file=sys.stderr)
+        return 2
+    pin(args.load_cpu)
+    sweep = [int(x) for x in args.calls.split(",") if x.strip()]
+    bench = Bench(args)
+    print(f"load_bench: bridge worker on CPU {args.bridge_cpu}, load on CPU {args.load_cpu}; files in {bench.tmp}")
+    steps: list[Step] = []
+    t_start = time.monotonic()
+    for n in sweep[:20]:
+        step = bench.run_step(n, args.window)
+        for _ in range(args.retries):
+            if step.other_bridge_cpu <= 0.05 and step.other_load_cpu <= 0.2:
+                break
+            print(f"  N={n}: other processes used the CPUs during the window; measuring again", flush=True)
+            step = bench.run_step(n, args.window)
+        steps.append(step)
+        print(
+            f"  N={n:4d}: worker {step.worker_cores:.3f} cores ({step.per_call:.4f}/call), "
+            f"up p50/p99/max {fmt(step.up, 'p50')}/{fmt(step.up, 'p99')}/{fmt(step.up, 'max')} ms, "
+            f"down {fmt(step.down, 'p50')}/{fmt(step.down, 'p99')}/{fmt(step.down, 'max')} ms, "
+            f"connected {step.connected}/{n} (live at the end {step.active_end}), "
+            f"lost {step.frames_lost}+{step.deltas_lost}, "
+            f"load gens {step.carrier_cores:.2f}+{step.upstream_cores:.2f} cores, "
+            f"bridge error lines {step.bridge_errors}, "
+            f"other load on CPUs {step.other_bridge_cpu:.2f}/{step.other_load_cpu:.2f}",
+            flush=True,
+        )
+        worst = max(step.up.get("p99", 1e9), step.down.get("p99", 1e9))
+        if worst > args.stop_p99_ms or step.worker_cores > args.stop_cores:
+            print(f"  stop: p99 {worst:.1f} ms / worker {step.worker_cores:.2f} cores", flush=True)
+            break
+    profile: list[str] = []
+    if not args.no_profile:
+        pstep = bench.run_step(args.profile_calls, args.profile_seconds + 3, profile_s=args.profile_seconds)
+        profile = pstep.profile
+    print(f"\nsweep took {time.monotonic() - t_start:.0f} s\n")
+    print_table(steps)
+    if profile:
+        print(f"\nprofile of the worker at {args.profile_calls} calls ({args.profile_seconds:.0f} s, py-spy):")
+        print("\n".join(profile))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"steps": [s.__dict__ | {"per_call": s.per_call} for s in steps], "profile": profile}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
