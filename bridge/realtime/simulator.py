@@ -1235,31 +1235,22 @@ class SimulatedSession:
             raw=raw_echo,
         )
 
-    def _on_item_delete(self, event: JSON, now: float) -> list[JSON]:
+    def _existing_item(self, event: JSON, code: str, doing: str) -> Item:
         item_id = event.get("item_id")
         if item_id is None:
             raise _missing("item_id")
         item = self.item(str(item_id))
         if item is None:
-            raise ClientError(
-                "item_delete_invalid_item_id",
-                f"Error deleting item: the item with id '{item_id}' does not exist.",
-                "item_id",
-            )
+            raise ClientError(code, f"Error {doing} item: the item with id '{item_id}' does not exist.", "item_id")
+        return item
+
+    def _on_item_delete(self, event: JSON, now: float) -> list[JSON]:
+        item = self._existing_item(event, "item_delete_invalid_item_id", "deleting")
         self.items.remove(item)
         return [self._event("conversation.item.deleted", item_id=item.id)]
 
     def _on_item_retrieve(self, event: JSON, now: float) -> list[JSON]:
-        item_id = event.get("item_id")
-        if item_id is None:
-            raise _missing("item_id")
-        item = self.item(str(item_id))
-        if item is None:
-            raise ClientError(
-                "item_retrieve_invalid_item_id",
-                f"Error retrieving item: the item with id '{item_id}' does not exist.",
-                "item_id",
-            )
+        item = self._existing_item(event, "item_retrieve_invalid_item_id", "retrieving")
         return [self._event("conversation.item.retrieved", item=self._item_json(item))]
 
     def _on_truncate(self, event: JSON, now: float) -> list[JSON]:
