@@ -221,9 +221,9 @@ def http_status(url: str) -> int:
         return 0
 
 
-def worker_pids(supervisor: int) -> list[int]:
-    """The supervisor's worker processes (children started with ``--worker-id``)."""
-    out = []
+def worker_processes(supervisor: int) -> dict[int, int]:
+    """worker id -> pid for the supervisor's workers (its children started with ``--worker-id``)."""
+    out: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -233,8 +233,12 @@ def worker_pids(supervisor: int) -> list[int]:
         except OSError:
             continue
         if int(stat.rsplit(")", 1)[1].split()[1]) == supervisor and b"--worker-id" in cmd:
-            out.append(int(entry))
+            out[int(cmd[cmd.index(b"--worker-id") + 1])] = int(entry)
     return out
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    return list(worker_processes(supervisor).values())
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from load_bench import worker_processes  # a sibling script: bench/ is on sys.path when run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,18 +65,7 @@ def cpu_seconds(pid: int) -> float:
 
 def children(pid: int) -> dict[int, int]:
     """worker id -> pid for the supervisor's workers."""
-    out: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"--worker-id" in cmd:
-            out[int(cmd[cmd.index(b"--worker-id") + 1])] = int(entry)
-    return out
+    return worker_processes(pid)
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
