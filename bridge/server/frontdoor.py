@@ -14,6 +14,7 @@ import structlog
 import trio
 from trio_websocket import wrap_server_stream
 
+from bridge import metrics
 from bridge.call.runner import CallRunner, WorkerContext
 from bridge.server.http import (
     BadRequest,
@@ -71,12 +72,7 @@ class FrontDoor:
             await send_response(stream, 404, b"not found\n")
 
     def _count_http_error(self, reason: str) -> None:
-        try:
-            from bridge import metrics
-
-            metrics.protocol_errors_total.labels(source="http", kind="bad_request").inc()
-        except Exception:
-            pass
+        metrics.protocol_errors_total.labels(source="http", kind="bad_request").inc()
         log.info("http_bad_request", reason=reason)
 
     async def _twiml(self, stream: trio.SocketStream, request: Request) -> None:
