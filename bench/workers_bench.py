@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bridge.audio.wavfile import CALLER_ULAW, bundled  # noqa: E402
-from bridge.caller import CallerOptions, CallResult, Say, WaitForReply, run_call  # noqa: E402
+from bridge.testing.caller import CallerOptions, CallResult, Say, WaitForReply, run_call  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 SPEECH = bundled(CALLER_ULAW).data[: 8 * 1600]  # 1.6 s of speech per turn
 SIM_CODE = """
 import sys, trio
-from bridge.realtime.simulator import SimulatorOptions
-from bridge.realtime.simulator_server import serve_simulator
+from bridge.testing.simulator import SimulatorOptions
+from bridge.testing.simulator_server import serve_simulator
 opts = SimulatorOptions(response_audio_ms=2000, record_events=False, record_audio=False)
 trio.run(lambda: serve_simulator("127.0.0.1", int(sys.argv[1]), options=opts))
 """

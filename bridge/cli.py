@@ -54,7 +54,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     import trio
 
     from bridge import log
-    from bridge.realtime.simulator_server import SimulatorOptions, serve_simulator
+    from bridge.testing.simulator_server import SimulatorOptions, serve_simulator
 
     log.setup("info", "auto")
     options = SimulatorOptions(speed=args.speed)
@@ -67,7 +67,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_call(argv: list[str]) -> int:
-    from bridge.caller import main as caller_main
+    from bridge.testing.caller import main as caller_main
 
     return caller_main(argv)
 

@@ -35,11 +35,11 @@ from bridge.audio.convert import (
 )
 from bridge.call.playback import PlaybackTracker
 from bridge.call.vad import EnergyVad
+from bridge.carrier import base as tel
+from bridge.carrier.twilio import TwilioWriter
 from bridge.config import LocalVad, SessionSettings, Settings
 from bridge.realtime import events as rt
 from bridge.realtime.session import build_session_update, format_mismatch, greeting_response
-from bridge.telephony import events as tel
-from bridge.telephony.twilio import TwilioWriter
 
 # --- actions -------------------------------------------------------------------------------
 

@@ -31,10 +31,10 @@ from bridge.call.core import (
     SendCarrier,
     SendModel,
 )
+from bridge.carrier import twilio
 from bridge.config import Secrets, Settings
 from bridge.realtime import events as rt
 from bridge.realtime.client import UpstreamConnectError, connect
-from bridge.telephony import twilio
 
 log = structlog.get_logger("bridge.call")
 

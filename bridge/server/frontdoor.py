@@ -16,6 +16,7 @@ from trio_websocket import wrap_server_stream
 
 from bridge import metrics
 from bridge.call.runner import CallRunner, WorkerContext
+from bridge.carrier import twiml
 from bridge.server.http import (
     BadRequest,
     PrefixedStream,
@@ -24,7 +25,6 @@ from bridge.server.http import (
     read_request,
     send_response,
 )
-from bridge.telephony import twiml
 
 log = structlog.get_logger("bridge.frontdoor")
 

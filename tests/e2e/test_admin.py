@@ -1,7 +1,7 @@
 """The admin port over loopback, with real calls through the Realtime simulator.
 
 Every test runs a simulator, one bridge worker and its admin port in one trio run
-(:func:`bridge.demo.open_stack`); HTTP requests go over real sockets with urllib on a worker
+(:func:`bridge.testing.stack.open_stack`); HTTP requests go over real sockets with urllib on a worker
 thread, so the trio loop keeps serving while a request waits.
 """
 
@@ -23,10 +23,10 @@ import pytest
 import trio
 from pydantic import SecretStr
 
-from bridge.caller import CallerOptions, CallResult, Pause, Say, run_call
 from bridge.config import Secrets, Settings, check_runtime
-from bridge.demo import Stack, open_stack
 from bridge.server.admin_client import print_sessions
+from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, run_call
+from bridge.testing.stack import Stack, open_stack
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "admin-token-for-tests-4f1c9e"

@@ -12,9 +12,9 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from bridge.audio.wavfile import CALLER_ALAW, CALLER_ULAW, bundled
-from bridge.caller import ALAW, MULAW, CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
-from bridge.demo import Stack, open_stack
-from bridge.realtime.simulator import SimulatorOptions, assistant_audio
+from bridge.testing.caller import ALAW, MULAW, CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.simulator import SimulatorOptions, assistant_audio
+from bridge.testing.stack import Stack, open_stack
 
 
 def run(fn: Any, *args: Any) -> Any:

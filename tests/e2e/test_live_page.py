@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import trio
 
-from bridge.caller import CallerOptions, CallResult, Pause, Say, run_call
-from bridge.demo import Stack, open_stack
+from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, run_call
+from bridge.testing.stack import Stack, open_stack
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"

@@ -19,10 +19,10 @@ import structlog
 import trio
 
 from bridge import log
-from bridge.caller import CallerOptions, CallResult, run_call
-from bridge.demo import Stack, open_stack
 from bridge.log import REDACTOR
-from bridge.realtime.simulator import SimulatorOptions
+from bridge.testing.caller import CallerOptions, CallResult, run_call
+from bridge.testing.simulator import SimulatorOptions
+from bridge.testing.stack import Stack, open_stack
 
 API_KEY = "sk-test-SECRET-3b9f0c1d2e4a5b6c7d8e9f00"
 # An Azure-style key in the Realtime URL's query: no pattern recognises it and nothing registers

@@ -12,9 +12,9 @@ from pathlib import Path
 import trio
 
 from bridge.accounting.store import SqliteRecordStore
-from bridge.caller import CallerOptions, Pause, Say, WaitForReply, run_call
-from bridge.demo import open_stack
-from bridge.realtime.simulator import SimulatorOptions
+from bridge.testing.caller import CallerOptions, Pause, Say, WaitForReply, run_call
+from bridge.testing.simulator import SimulatorOptions
+from bridge.testing.stack import open_stack
 
 
 def _two_turn_call(tmp_path: Path, db: Path) -> list[str]:

@@ -28,9 +28,9 @@ import trio
 
 from bridge.accounting.store import SqliteRecordStore
 from bridge.audio.wavfile import CALLER_ULAW, bundled
-from bridge.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
-from bridge.realtime.simulator import SimulatorOptions
-from bridge.realtime.simulator_server import SimulatorServer, open_simulator
+from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.simulator import SimulatorOptions
+from bridge.testing.simulator_server import SimulatorServer, open_simulator
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (/proc, signals)")
 

@@ -15,14 +15,14 @@ import trio
 
 from bridge.audio.wavfile import CALLER_ULAW, bundled
 from bridge.call.runner import CallRunner
-from bridge.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
-from bridge.demo import Stack, open_stack
-from bridge.realtime.simulator import (
+from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.simulator import (
     DEFAULT_ASSISTANT_TRANSCRIPT,
     DEFAULT_USER_TRANSCRIPT,
     SimulatedSession,
     SimulatorOptions,
 )
+from bridge.testing.stack import Stack, open_stack
 
 FAST = SimulatorOptions(speed=8.0, response_audio_ms=1500)
 SALES = {"model": "gpt-realtime-mini", "voice": "cedar", "instructions": "Sales for {caller_name}"}

@@ -21,7 +21,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from bridge.audio.wavfile import CALLER_ALAW, CALLER_ULAW, bundled
-from bridge.caller import (
+from bridge.testing.caller import (
     ALAW,
     MULAW,
     CallerOptions,

@@ -12,8 +12,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, open_websocket_url
 
-from bridge.realtime.simulator import SimulatorOptions, assistant_audio
-from bridge.realtime.simulator_server import open_simulator, serve_simulator
+from bridge.testing.simulator import SimulatorOptions, assistant_audio
+from bridge.testing.simulator_server import open_simulator, serve_simulator
 
 AUTH = [(b"Authorization", b"Bearer sk-test")]
 

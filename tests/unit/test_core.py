@@ -19,10 +19,10 @@ from bridge.call.core import (
     SendCarrier,
     SendModel,
 )
+from bridge.carrier import base as tel
+from bridge.carrier import twilio
 from bridge.config import Settings
 from bridge.realtime import events as rt
-from bridge.telephony import events as tel
-from bridge.telephony import twilio
 
 FRAME = base64.b64encode(bytes([0x7F, 0x10] * 80)).decode()  # 20 ms of μ-law
 

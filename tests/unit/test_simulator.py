@@ -13,7 +13,7 @@ import pytest
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import Field, TypeAdapter
 
-from bridge.realtime.simulator import (
+from bridge.testing.simulator import (
     PCM,
     PCMA,
     PCMU,

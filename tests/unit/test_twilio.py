@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.telephony.events import CarrierError, Connected, Dtmf, MarkEcho, Media, Start, Stop
-from bridge.telephony.twilio import TwilioWriter, parse
+from bridge.carrier.base import CarrierError, Connected, Dtmf, MarkEcho, Media, Start, Stop
+from bridge.carrier.twilio import TwilioWriter, parse
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bridge.telephony.twiml import (
+from bridge.carrier.twiml import (
     MAX_PARAMETER_LENGTH,
     choose_profile,
     compute_signature,

@@ -29,9 +29,9 @@ from bridge.audio.convert import AudioError
 from bridge.audio.wavfile import ASSISTANT_PCM16, CALLER_ALAW, CALLER_ULAW, bundled
 from bridge.call.core import Action, CallCore, Note, SendModel
 from bridge.call.vad import EnergyVad
+from bridge.carrier import base as tel
 from bridge.config import LocalVad, Settings
 from bridge.realtime import events as rt
-from bridge.telephony import events as tel
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -1,6 +1,6 @@
 """The Realtime simulator served over WebSocket with trio-websocket (the thin I/O shell).
 
-All protocol decisions live in :mod:`bridge.realtime.simulator`; this module only moves frames,
+All protocol decisions live in :mod:`bridge.testing.simulator`; this module only moves frames,
 runs the per-connection tasks and applies the connection-level checks the real endpoint makes
 before a session exists. Those follow live captures of ``wss://api.openai.com/v1/realtime``: the
 upgrade always succeeds, then a bad request gets one ``error`` event and a close frame whose reason
@@ -26,7 +26,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from bridge.realtime.simulator import SimulatedSession, SimulatorOptions, error_event
+from bridge.testing.simulator import SimulatedSession, SimulatorOptions, error_event
 
 __all__ = [
     "REALTIME_PATH",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.telephony.events import (
+from bridge.carrier.base import (
     CarrierError,
     CarrierEvent,
     Connected,

@@ -1,0 +1,1 @@
+"""Carrier dialects: each carrier's media-stream protocol behind one interface (pure)."""
