@@ -15,29 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.vocabulary import TokenKind
+
 from .pricing import ModelPrice, PricingConfig, TranscriptionPrice
 
 __all__ = ["TOKEN_KINDS", "CostBreakdown", "UsageMeter"]
 
 _PER_TOKEN = 1e-6  # prices are USD per 1M tokens
 
-# Token buckets, each billed at one price. The input buckets are disjoint: ``text_in`` is the
-# uncached text input and ``cached_text_in`` the cached part, so text_in + cached_text_in is what
-# the API reports as ``input_token_details.text_tokens``. ``transcription_audio_ms`` is the
-# duration of duration-billed transcription, in milliseconds, kept here so a record shows it.
-TOKEN_KINDS: tuple[str, ...] = (
-    "text_in",
-    "cached_text_in",
-    "audio_in",
-    "cached_audio_in",
-    "image_in",
-    "text_out",
-    "audio_out",
-    "transcription_text_in",
-    "transcription_audio_in",
-    "transcription_text_out",
-    "transcription_audio_ms",
-)
+# The token buckets (and their meaning) are defined once, in bridge.vocabulary.
+TOKEN_KINDS: tuple[str, ...] = tuple(kind.value for kind in TokenKind)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.vocabulary import EndReason
+
 from .meter import CostBreakdown
 
 __all__ = ["SCALAR_FIELDS", "CallRecord", "CallStatus", "EndReason"]
@@ -19,28 +21,6 @@ __all__ = ["SCALAR_FIELDS", "CallRecord", "CallStatus", "EndReason"]
 # Prefix of the warnings that come from the cost breakdown; apply_cost replaces exactly these,
 # so a refreshed cost does not pile up stale copies while other warnings are kept.
 _COST_WARNING = "cost: "
-
-
-class EndReason(enum.StrEnum):
-    """Why a call ended."""
-
-    CALLER_HANGUP = "caller_hangup"
-    """The carrier ended the stream (``stop`` event or the media socket closed): the caller hung up."""
-    MODEL_ERROR = "model_error"
-    """The Realtime session failed (connect error, fatal ``error`` event, session expired)."""
-    OPERATOR = "operator"
-    """An operator ended it (``DELETE /sessions/{id}``) or the agent hung up on purpose."""
-    TIMEOUT = "timeout"
-    """A limit ran out: maximum call length, no media from the carrier, no answer from the model."""
-    WORKER_LOST = "worker_lost"
-    """The worker process died with the call live; set by ``mark_lost``, ended_at is the record's
-    last update."""
-    DRAIN = "drain"
-    """The worker shut down (SIGTERM drain) and the call outlived the drain period."""
-    BRIDGE_ERROR = "bridge_error"
-    """A bug or unexpected failure in the bridge itself."""
-    PROTOCOL_ERROR = "protocol_error"
-    """The carrier sent something the bridge cannot work with (bad ``start``, wrong format)."""
 
 
 class CallStatus(enum.StrEnum):
