@@ -5,7 +5,7 @@ passed in; outputs are actions for the trio runner to carry out (send a frame, c
 model, end the call) and notes to log and count. No sockets, no trio, no clock reads: the whole
 call can be driven from a test.
 
-States (the turn is a sub-state of ``active``)::
+States (:class:`~bridge.vocabulary.CallState`; the turn is a sub-state of ``active``)::
 
     connecting ──start──▶ starting ──session.updated──▶ active ──▶ closing ──▶ ended
          │                    │                            │                  └─▶ failed
@@ -16,6 +16,13 @@ States (the turn is a sub-state of ``active``)::
 * active:     audio flows both ways. turn ∈ {listening, user_speaking, assistant_speaking}.
 * closing:    the end was decided; the runner is closing both sockets.
 * ended:      closed normally (caller hung up, operator, drain, ...); failed: closed by an error.
+
+Every end is decided here, once, whatever reports it: a ``stop``, a socket the peer closed
+(:meth:`CallCore.on_carrier_closed`, :meth:`CallCore.on_model_closed`), a ping that got no answer
+(:meth:`CallCore.on_ping_timeout`), a clock limit (:meth:`CallCore.on_tick`: the start timeout,
+the idle timeout, the maximum duration) or a request from outside (:meth:`CallCore.request_end`:
+an operator, a drain). The :class:`EndCall` it returns carries the close code and reason the
+runner puts on the carrier's socket, so the wire always says what the core decided.
 """
 
 from __future__ import annotations
@@ -36,17 +43,17 @@ from bridge.audio.convert import (
 from bridge.call.playback import PlaybackTracker
 from bridge.call.vad import EnergyVad
 from bridge.carrier import base as tel
-from bridge.carrier.twilio import TwilioWriter
 from bridge.config import LocalVad, SessionSettings, Settings
 from bridge.realtime import events as rt
 from bridge.realtime.session import build_session_update, format_mismatch, greeting_response
+from bridge.vocabulary import NORMAL_END_REASONS, CallState, CloseCode, EndReason, NoteKind, Side, Turn
 
 # --- actions -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class SendCarrier:
-    text: str
+    frame: tel.Frame  # str: a text frame; bytes: a binary frame
     barge_in_at: float | None = None  # set on a barge-in clear: when the trigger arrived
 
 
@@ -62,40 +69,54 @@ class ConnectModel:
 
 @dataclass(frozen=True, slots=True)
 class EndCall:
-    reason: str  # caller_hangup, model_error, operator, timeout, drain, protocol_error, bridge_error
+    """The call is over: close the model socket, then the carrier's with this code and reason."""
+
+    reason: EndReason
     detail: str
-    close_code: int = 1000
+    close_code: CloseCode
+
+    @property
+    def close_reason(self) -> str:
+        # RFC 6455 allows 123 bytes of UTF-8 in a close reason.
+        return f"{self.reason}: {self.detail}".encode()[:123].decode("utf-8", "ignore")
 
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """Something to log (and count): ``name`` plus fields. Never affects the call."""
+    """Something to log (and count): ``kind`` plus fields. Never affects the call."""
 
-    name: str
+    kind: NoteKind
     fields: dict[str, Any] = field(default_factory=dict)
 
 
 Action = SendCarrier | SendModel | ConnectModel | EndCall | Note
 
-CONNECTING, STARTING, ACTIVE, CLOSING, ENDED, FAILED = (
-    "connecting",
-    "starting",
-    "active",
-    "closing",
-    "ended",
-    "failed",
-)
-LISTENING, USER_SPEAKING, ASSISTANT_SPEAKING = "listening", "user_speaking", "assistant_speaking"
+# The close code each end reason puts on the carrier's socket, unless the cause names its own
+# (an unsupported format is 1003, an oversized message 1009).
+CLOSE_CODES: dict[EndReason, CloseCode] = {
+    EndReason.CALLER_HANGUP: CloseCode.NORMAL,
+    EndReason.AGENT_HANGUP: CloseCode.NORMAL,
+    EndReason.TRANSFERRED: CloseCode.NORMAL,
+    EndReason.OPERATOR: CloseCode.NORMAL,
+    EndReason.DRAIN: CloseCode.GOING_AWAY,
+    EndReason.TIMEOUT: CloseCode.GOING_AWAY,
+    EndReason.PROTOCOL_ERROR: CloseCode.POLICY_VIOLATION,
+    EndReason.MODEL_ERROR: CloseCode.INTERNAL_ERROR,
+    EndReason.BRIDGE_ERROR: CloseCode.INTERNAL_ERROR,
+    EndReason.WORKER_LOST: CloseCode.INTERNAL_ERROR,
+}
 
 _SESSION_FORMATS = {"pcmu": SessionFormat.PCMU, "pcma": SessionFormat.PCMA, "pcm16": SessionFormat.PCM16}
-# Errors the API sends in races the bridge cannot avoid; they change nothing (reference §8.7).
+# Errors the API sends in races the bridge cannot avoid; they change nothing (the API reference
+# lists them: https://platform.openai.com/docs/guides/realtime-conversations#handling-errors).
 BENIGN_MODEL_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
 )
 FATAL_MODEL_ERRORS = frozenset({"session_expired", "beta_api_shape_disabled", "invalid_api_key"})
 # Caller audio kept while the model session opens (a few hundred ms normally).
 MAX_BUFFERED_FRAMES = 250  # 5 s of 20 ms frames
-NORMAL_END_REASONS = frozenset({"caller_hangup", "operator", "drain"})
+# A carrier that opens the socket but never sends its start message holds a worker slot.
+START_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -116,15 +137,15 @@ class CallStats:
 
 
 class CallCore:
-    def __init__(self, settings: Settings, call_id: str, now: float) -> None:
+    def __init__(self, settings: Settings, call_id: str, now: float, carrier: tel.Carrier) -> None:
         self.settings = settings
         self.call_id = call_id
-        self.state = CONNECTING
+        self.carrier = carrier
+        self.state = CallState.CONNECTING
         self.started_at = now
         self.last_carrier_at = now
         self.stats = CallStats()
-        self.end_reason: str | None = None
-        self.end_detail = ""
+        self.ending: EndCall | None = None
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self.parameters: dict[str, str] = {}
@@ -134,7 +155,7 @@ class CallCore:
         self.meter: UsageMeter | None = None
         self.warnings: list[str] = []
         self.transcript: list[dict[str, Any]] = []
-        self._writer: TwilioWriter | None = None
+        self._writer: tel.Writer | None = None
         self._session_update: dict[str, Any] | None = None
         self._buffer: deque[str] = deque()
         self._pending_dtmf: list[str] = []
@@ -157,35 +178,95 @@ class CallCore:
     def tracker(self) -> PlaybackTracker:
         return self._tracker
 
-    def turn(self, now: float) -> str:
+    @property
+    def end_reason(self) -> EndReason | None:
+        return None if self.ending is None else self.ending.reason
+
+    @property
+    def end_detail(self) -> str:
+        return "" if self.ending is None else self.ending.detail
+
+    def turn(self, now: float) -> Turn:
         if self._user_speaking:
-            return USER_SPEAKING
+            return Turn.USER_SPEAKING
         if self._tracker.is_playing(now) or self._response_id is not None:
-            return ASSISTANT_SPEAKING
-        return LISTENING
+            return Turn.ASSISTANT_SPEAKING
+        return Turn.LISTENING
 
     @property
     def model_ready(self) -> bool:
-        return self.state == ACTIVE
+        return self.state is CallState.ACTIVE
 
     # --- state -------------------------------------------------------------------------------
-    def _to(self, state: str, out: list[Action], **fields: Any) -> None:
-        if state != self.state:
-            out.append(Note("state", {"from": self.state, "to": state, **fields}))
+    def _to(self, state: CallState, out: list[Action], **fields: Any) -> None:
+        if state is not self.state:
+            out.append(Note(NoteKind.STATE, {"from": self.state, "to": state, **fields}))
             self.state = state
 
-    def end(self, reason: str, detail: str, out: list[Action], close_code: int = 1000) -> None:
+    def end(self, reason: EndReason, detail: str, out: list[Action], close_code: CloseCode | None = None) -> None:
         """Decide the end of the call once; later causes are ignored (the first one is the truth)."""
-        if self.end_reason is not None:
+        if self.ending is not None:
             return
-        self.end_reason, self.end_detail = reason, detail
-        self._to(CLOSING, out, reason=reason)
-        out.append(EndCall(reason, detail, close_code))
+        self.ending = EndCall(reason, detail, close_code or CLOSE_CODES[reason])
+        self._to(CallState.CLOSING, out, reason=reason)
+        out.append(self.ending)
 
     def finish(self) -> list[Action]:
+        """The runner has closed both sockets: settle the final state (deciding an end if none was)."""
         out: list[Action] = []
-        reason = self.end_reason or "caller_hangup"
-        self._to(ENDED if reason in NORMAL_END_REASONS else FAILED, out, reason=reason)
+        if self.ending is None:
+            self.end(EndReason.BRIDGE_ERROR, "call task ended without a reason", out)
+            out = [a for a in out if not isinstance(a, EndCall)]
+        reason = self.ending.reason if self.ending else EndReason.BRIDGE_ERROR
+        self._to(CallState.ENDED if reason in NORMAL_END_REASONS else CallState.FAILED, out, reason=reason)
+        return out
+
+    # --- ends reported from outside ------------------------------------------------------------
+    def request_end(self, reason: EndReason, detail: str) -> list[Action]:
+        """An operator or a drain ends the call."""
+        out: list[Action] = []
+        self.end(reason, detail, out)
+        return out
+
+    def on_carrier_closed(self, code: int | None, now: float) -> list[Action]:
+        """The carrier's socket closed (by the carrier, or by the library on a protocol breach)."""
+        out: list[Action] = []
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            # trio-websocket closes with 1009 when a message exceeds the configured cap: that was
+            # the carrier's fault, not a hang-up.
+            self.stats.protocol_errors += 1
+            limit = self.settings.server.max_message_bytes
+            why = f"carrier message over {limit} bytes"
+            out.append(Note(NoteKind.CARRIER_ERROR, {"kind": "message_too_big", "reason": why}))
+            self.end(EndReason.PROTOCOL_ERROR, why, out, CloseCode.MESSAGE_TOO_BIG)
+        else:
+            self.end(EndReason.CALLER_HANGUP, f"carrier closed the socket ({code})", out)
+        return out
+
+    def on_model_closed(self, code: int | None, reason: str | None, now: float) -> list[Action]:
+        """The model's socket closed without the bridge asking."""
+        out: list[Action] = []
+        detail = f"model closed the session ({code}: {reason})" if code is not None else "model closed the session"
+        self.end(EndReason.MODEL_ERROR, detail, out)
+        return out
+
+    def on_model_connect_failed(self, detail: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        self.end(EndReason.MODEL_ERROR, detail, out)
+        return out
+
+    def on_ping_timeout(self, side: Side, now: float) -> list[Action]:
+        out: list[Action] = []
+        if side is Side.CARRIER:
+            self.end(EndReason.TIMEOUT, "carrier did not answer a ping", out)
+        else:
+            self.end(EndReason.MODEL_ERROR, "model did not answer a ping", out)
+        return out
+
+    def on_crash(self, error: str) -> list[Action]:
+        """A bug in the bridge broke this call's tasks."""
+        out: list[Action] = []
+        self.end(EndReason.BRIDGE_ERROR, f"internal error: {error}", out)
         return out
 
     # --- carrier side ------------------------------------------------------------------------
@@ -201,40 +282,42 @@ class CallCore:
         elif isinstance(ev, tel.Dtmf):
             self._on_dtmf(ev, out)
         elif isinstance(ev, tel.Stop):
-            self.end("caller_hangup", "carrier sent stop", out)
+            self.end(EndReason.CALLER_HANGUP, "carrier sent stop", out)
         elif isinstance(ev, tel.CarrierError):
             self.stats.protocol_errors += 1
-            out.append(Note("carrier_error", {"kind": ev.kind, "reason": ev.reason, "fatal": ev.fatal}))
+            out.append(Note(NoteKind.CARRIER_ERROR, {"kind": ev.kind, "reason": ev.reason, "fatal": ev.fatal}))
             if ev.fatal:
-                self.end("protocol_error", ev.reason, out, close_code=1008)
-        # Connected carries nothing the call needs.
+                self.end(EndReason.PROTOCOL_ERROR, ev.reason, out)
+        # Connected and Cleared carry nothing the call needs.
         return out
 
     def _on_start(self, ev: tel.Start, now: float, out: list[Action]) -> None:
-        if self.state != CONNECTING:
+        if self.state is not CallState.CONNECTING:
             self.stats.protocol_errors += 1
-            out.append(Note("carrier_error", {"kind": "duplicate_start", "reason": "second start ignored"}))
+            out.append(Note(NoteKind.CARRIER_ERROR, {"kind": "duplicate_start", "reason": "second start ignored"}))
             return
         try:
             carrier_format = parse_carrier_encoding(ev.encoding)
         except AudioError as exc:
             self.stats.protocol_errors += 1
-            self.end("protocol_error", f"unsupported media format {ev.encoding!r}: {exc}", out, 1003)
+            reason = f"unsupported media format {ev.encoding!r}: {exc}"
+            self.end(EndReason.PROTOCOL_ERROR, reason, out, CloseCode.UNSUPPORTED_DATA)
             return
         if ev.sample_rate != 8000 or ev.channels != 1:
-            self.end("protocol_error", f"unsupported {ev.sample_rate} Hz x{ev.channels}", out, 1003)
+            reason = f"unsupported {ev.sample_rate} Hz x{ev.channels}"
+            self.end(EndReason.PROTOCOL_ERROR, reason, out, CloseCode.UNSUPPORTED_DATA)
             return
         self.stream_sid, self.call_sid = ev.stream_sid, ev.call_sid
         self.parameters = dict(ev.custom_parameters)
         self.profile, self.session, warning = self.settings.session_for(self.parameters.get("profile"))
         if warning:
             self.warnings.append(warning)
-            out.append(Note("profile_fallback", {"warning": warning}))
+            out.append(Note(NoteKind.PROFILE_FALLBACK, {"warning": warning}))
         session = self.session
         session_format = _SESSION_FORMATS[session.audio_format]
         self._bytes_per_ms_session = 48.0 if session_format is SessionFormat.PCM16 else 8.0
         self.converter = make_converter(carrier_format, session_format)
-        self._writer = TwilioWriter(ev.stream_sid)
+        self._writer = self.carrier.writer(ev)
         transcription_model = session.transcription.model if session.transcription else None
         self.meter = UsageMeter(session.model, self.settings.pricing, transcription_model)
         self._session_update = build_session_update(session, self.parameters)
@@ -247,7 +330,7 @@ class CallCore:
                 end_silence_ms=session.turn_detection.end_silence_ms,
             )
         self._to(
-            STARTING,
+            CallState.STARTING,
             out,
             stream_sid=ev.stream_sid,
             call_sid=ev.call_sid,
@@ -262,20 +345,20 @@ class CallCore:
         stats = self.stats
         if self.converter is None:
             stats.protocol_errors += 1
-            return [Note("carrier_error", {"kind": "media_before_start", "reason": "media before start"})]
+            return [Note(NoteKind.CARRIER_ERROR, {"kind": "media_before_start", "reason": "media before start"})]
         stats.frames_in += 1
         try:
             payload = self.converter.to_session(ev.payload)
         except AudioError as exc:
             stats.audio_errors += 1
-            return [Note("audio_error", {"kind": exc.kind, "direction": "to_model", "reason": str(exc)})]
+            return [Note(NoteKind.AUDIO_ERROR, {"kind": exc.kind, "direction": "to_model", "reason": str(exc)})]
         stats.bytes_in += decoded_len(ev.payload)
         out: list[Action] = []
         if self._vad is not None:
             self._local_vad(ev.payload, now, out)
-        if self.state == ACTIVE:
+        if self.state is CallState.ACTIVE:
             out.append(SendModel(rt.append_audio(payload)))
-        elif self.state == STARTING:
+        elif self.state is CallState.STARTING:
             if len(self._buffer) >= MAX_BUFFERED_FRAMES:
                 self._buffer.popleft()
                 stats.dropped_frames += 1
@@ -284,10 +367,10 @@ class CallCore:
 
     def _on_dtmf(self, ev: tel.Dtmf, out: list[Action]) -> None:
         self.stats.dtmf += 1
-        out.append(Note("dtmf", {"digit": ev.digit}))
-        if self.state == STARTING:
+        out.append(Note(NoteKind.DTMF, {"digit": ev.digit}))
+        if self.state is CallState.STARTING:
             self._pending_dtmf.append(ev.digit)  # given to the model once its session is ready
-        elif self.state == ACTIVE:
+        elif self.state is CallState.ACTIVE:
             self._send_dtmf(ev.digit, out)
 
     def _send_dtmf(self, digit: str, out: list[Action], respond: bool = True) -> None:
@@ -313,17 +396,17 @@ class CallCore:
             return
         if change == "start":
             self._user_speaking = True
-            out.append(Note("speech_started", {"source": "local_vad"}))
-            if self.state == ACTIVE:
+            out.append(Note(NoteKind.SPEECH_STARTED, {"source": "local_vad"}))
+            if self.state is CallState.ACTIVE:
                 self.barge_in(now, out)
         elif change == "stop":
             self._user_speaking = False
             self._speech_end_at = now
             self._awaiting_first_audio = True
-            out.append(Note("speech_stopped", {"source": "local_vad"}))
-            if self.state == ACTIVE:
+            out.append(Note(NoteKind.SPEECH_STOPPED, {"source": "local_vad"}))
+            if self.state is CallState.ACTIVE:
                 self._commit_turn(out)
-            elif self.state == STARTING:
+            elif self.state is CallState.STARTING:
                 self._commit_pending = True  # committed once the buffered audio has been sent
 
     def _commit_turn(self, out: list[Action]) -> None:
@@ -355,7 +438,7 @@ class CallCore:
         elif isinstance(ev, rt.SessionUpdated):
             self._on_session_updated(ev, now, out)
         elif isinstance(ev, rt.ItemTruncated):
-            out.append(Note("truncated", {"item_id": ev.item_id, "audio_end_ms": ev.audio_end_ms}))
+            out.append(Note(NoteKind.TRUNCATED, {"item_id": ev.item_id, "audio_end_ms": ev.audio_end_ms}))
         elif isinstance(ev, rt.InputTranscript):
             if self.meter is not None and ev.usage:
                 self.meter.add_transcription_usage(ev.usage)
@@ -366,19 +449,19 @@ class CallCore:
             self._on_model_error(ev, out)
         elif isinstance(ev, rt.Malformed):
             self.stats.protocol_errors += 1
-            out.append(Note("model_protocol_error", {"event_type": ev.event_type, "reason": ev.reason}))
+            out.append(Note(NoteKind.MODEL_PROTOCOL_ERROR, {"event_type": ev.event_type, "reason": ev.reason}))
         return out
 
     def _on_session_updated(self, ev: rt.SessionUpdated, now: float, out: list[Action]) -> None:
-        if self.state != STARTING:
+        if self.state is not CallState.STARTING:
             return
         assert self._session_update is not None
         mismatch = format_mismatch(self._session_update, ev.session)
         if mismatch:
-            # Forwarding audio in the wrong format is static in the caller's ear (§8.4).
-            self.end("model_error", f"audio format not applied: {mismatch}", out, 1011)
+            # Forwarding audio in the wrong format is static in the caller's ear.
+            self.end(EndReason.MODEL_ERROR, f"audio format not applied: {mismatch}", out)
             return
-        self._to(ACTIVE, out)
+        self._to(CallState.ACTIVE, out)
         for payload in self._buffer:
             out.append(SendModel(rt.append_audio(payload)))
         self._buffer.clear()
@@ -408,7 +491,7 @@ class CallCore:
             payload = self.converter.to_carrier(ev.delta)
         except AudioError as exc:
             self.stats.audio_errors += 1
-            return [Note("audio_error", {"kind": exc.kind, "direction": "to_carrier", "reason": str(exc)})]
+            return [Note(NoteKind.AUDIO_ERROR, {"kind": exc.kind, "direction": "to_carrier", "reason": str(exc)})]
         if not payload:
             self._tracker.on_received_only(ev.item_id, model_ms)
             return []
@@ -422,7 +505,7 @@ class CallCore:
             if self._speech_end_at is not None:
                 latency = now - self._speech_end_at
                 self.stats.response_latencies.append(latency)
-                out.append(Note("response_latency", {"seconds": latency}))
+                out.append(Note(NoteKind.RESPONSE_LATENCY, {"seconds": latency}))
         return out
 
     def _on_response_done(self, ev: rt.ResponseDone, out: list[Action]) -> None:
@@ -434,12 +517,13 @@ class CallCore:
             self.stats.turns += 1
         out.append(
             Note(
-                "response_done",
+                NoteKind.RESPONSE_DONE,
                 {"response_id": ev.response_id, "status": ev.status, "reason": ev.reason, "usage": ev.usage},
             )
         )
         if ev.status == "failed":
-            out.append(Note("model_error", {"code": ev.error_code or "response_failed", "message": ev.reason}))
+            code = ev.error_code or "response_failed"
+            out.append(Note(NoteKind.MODEL_ERROR, {"code": code, "message": ev.reason, "benign": False}))
         if self._response_wanted and not self._create_in_flight:
             self._response_wanted = False
             self._request_response(out)
@@ -452,18 +536,19 @@ class CallCore:
             # request still stands, so ask again once that response is done.
             self._create_in_flight = False
             self._response_wanted = True
-        out.append(Note("model_error", {"code": ev.code, "message": ev.message, "param": ev.param, "benign": benign}))
+        fields = {"code": ev.code, "message": ev.message, "param": ev.param, "benign": benign}
+        out.append(Note(NoteKind.MODEL_ERROR, fields))
         if ev.code in FATAL_MODEL_ERRORS:
-            self.end("model_error", f"{ev.code}: {ev.message}", out, 1011)
-        elif self.state == STARTING and (ev.param or "").startswith("session"):
+            self.end(EndReason.MODEL_ERROR, f"{ev.code}: {ev.message}", out)
+        elif self.state is CallState.STARTING and (ev.param or "").startswith("session"):
             # The session kept its defaults (wrong formats, no instructions): unusable.
-            self.end("model_error", f"session.update rejected: {ev.code}: {ev.message}", out, 1011)
+            self.end(EndReason.MODEL_ERROR, f"session.update rejected: {ev.code}: {ev.message}", out)
 
     def _transcript(self, who: str, text: str, out: list[Action]) -> None:
         if not self.settings.log.transcripts:
             return
         self.transcript.append({"who": who, "text": text})
-        out.append(Note("transcript", {"who": who, "text": text}))
+        out.append(Note(NoteKind.TRANSCRIPT, {"who": who, "text": text}))
 
     # --- barge-in ----------------------------------------------------------------------------
     def barge_in(self, now: float, out: list[Action]) -> bool:
@@ -491,7 +576,7 @@ class CallCore:
         self.stats.barge_ins += 1
         out.append(
             Note(
-                "barge_in",
+                NoteKind.BARGE_IN,
                 {
                     "item_id": cut.item_id,
                     "audio_end_ms": cut.audio_end_ms,
@@ -508,10 +593,13 @@ class CallCore:
     # --- clock -------------------------------------------------------------------------------
     def on_tick(self, now: float) -> list[Action]:
         out: list[Action] = []
-        if self.state in (CLOSING, ENDED, FAILED):
+        if self.ending is not None:
             return out
-        if now - self.started_at > self.settings.server.max_call_duration_s:
-            self.end("timeout", "maximum call duration reached", out, 1000)
-        elif now - self.last_carrier_at > self.settings.server.idle_timeout_s:
-            self.end("timeout", "no message from the carrier", out, 1001)
+        server = self.settings.server
+        if self.state is CallState.CONNECTING and now - self.started_at > START_TIMEOUT_S:
+            self.end(EndReason.PROTOCOL_ERROR, "no start message from the carrier", out)
+        elif now - self.started_at > server.max_call_duration_s:
+            self.end(EndReason.TIMEOUT, "maximum call duration reached", out, CloseCode.NORMAL)
+        elif now - self.last_carrier_at > server.idle_timeout_s:
+            self.end(EndReason.TIMEOUT, "no message from the carrier", out)
         return out

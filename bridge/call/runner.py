@@ -1,11 +1,13 @@
 """The trio shell around :class:`CallCore`: one nursery per call.
 
 Tasks: carrier reader, model reader (started once the call's ``start`` names a profile),
-a ticker, and a pinger per socket. Each task feeds events to the core and carries out the
-actions it returns. When any side ends, the end is decided once in the core, the model socket
-is closed at once (an orphan session bills for up to an hour), the nursery is cancelled and the
-call is finalised: record, metrics, one summary log line. Nothing that happens in a call
-escapes :meth:`CallRunner.run`, so no call can take down the server or another call.
+a ticker, and a pinger per socket. Each task feeds what it sees to the core (messages, closed
+sockets, unanswered pings, the clock) and carries out the actions it returns; it decides nothing
+itself. When the core ends the call, the model socket is closed at once (an orphan session bills
+for up to an hour), the nursery is cancelled, the carrier's socket is closed with the code and
+reason the core chose, and the call is finalised: record, metrics, one summary log line. Nothing
+that happens in a call escapes :meth:`CallRunner.run`, so no call can take down the server or
+another call.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from bridge.call.core import (
-    ACTIVE,
     Action,
     CallCore,
     ConnectModel,
@@ -31,16 +32,21 @@ from bridge.call.core import (
     SendCarrier,
     SendModel,
 )
-from bridge.carrier import twilio
+from bridge.carrier.base import Carrier
+from bridge.carrier.twilio import Twilio
 from bridge.config import Secrets, Settings
 from bridge.realtime import events as rt
 from bridge.realtime.client import UpstreamConnectError, connect
+from bridge.vocabulary import CallState, EndReason, NoteKind, Side
 
 log = structlog.get_logger("bridge.call")
 
+_WARNINGS = frozenset(
+    {NoteKind.CARRIER_ERROR, NoteKind.AUDIO_ERROR, NoteKind.MODEL_PROTOCOL_ERROR, NoteKind.PROFILE_FALLBACK}
+)
+
 TICK_S = 0.25
 MODEL_CLOSE_WAIT_S = 0.25
-START_TIMEOUT_S = 10.0
 
 
 class CallHooks(Protocol):
@@ -85,7 +91,9 @@ class WorkerContext:
 
 
 class CallRunner:
-    def __init__(self, ctx: WorkerContext, carrier: WebSocketConnection, remote: str = "") -> None:
+    def __init__(
+        self, ctx: WorkerContext, carrier: WebSocketConnection, remote: str = "", dialect: Carrier | None = None
+    ) -> None:
         self.ctx = ctx
         self.carrier = carrier
         self.remote = remote
@@ -96,7 +104,7 @@ class CallRunner:
         # context's for new calls only.
         self.settings = ctx.settings
         self.secrets = ctx.secrets
-        self.core = CallCore(self.settings, self.call_id, trio.current_time())
+        self.core = CallCore(self.settings, self.call_id, trio.current_time(), dialect or Twilio())
         self.model_ws: WebSocketConnection | None = None
         self._nursery: trio.Nursery | None = None
         self._connect_started: float | None = None
@@ -106,13 +114,11 @@ class CallRunner:
         self.log = log.bind(call_id=self.call_id)
 
     # --- public ------------------------------------------------------------------------------
-    def request_end(self, reason: str, detail: str, close_code: int = 1000) -> bool:
+    def request_end(self, reason: EndReason, detail: str) -> bool:
         """End the call from outside (operator, drain). Safe from any task of this trio run."""
         if self._nursery is None or self._closing:
             return False
-        out: list[Action] = []
-        self.core.end(reason, detail, out, close_code)
-        self._nursery.start_soon(self._do, out)
+        self._nursery.start_soon(self._do, self.core.request_end(reason, detail))
         return True
 
     def snapshot(self) -> dict[str, Any]:
@@ -155,11 +161,10 @@ class CallRunner:
                 self._nursery = nursery
                 nursery.start_soon(self._carrier_reader)
                 nursery.start_soon(self._ticker)
-                nursery.start_soon(self._pinger, self.carrier, "carrier")
+                nursery.start_soon(self._pinger, self.carrier, Side.CARRIER)
         except Exception as exc:  # a bug in this call must stay in this call
             self.log.error("call_crashed", error=repr(exc), exc_info=exc)
-            out: list[Action] = []
-            self.core.end("bridge_error", f"internal error: {type(exc).__name__}", out, 1011)
+            self.core.on_crash(type(exc).__name__)
         finally:
             with trio.CancelScope(shield=True):
                 await self._finalise()
@@ -167,16 +172,15 @@ class CallRunner:
 
     # --- tasks -------------------------------------------------------------------------------
     async def _carrier_reader(self) -> None:
+        parse = self.core.carrier.parse
         while True:
             try:
                 message = await self.carrier.get_message()
             except ConnectionClosed as exc:
-                out: list[Action] = []
                 code = exc.reason.code if exc.reason else None
-                self.core.end("caller_hangup", f"carrier closed the socket ({code})", out)
-                await self._do(out)
+                await self._do(self.core.on_carrier_closed(code, trio.current_time()))
                 return
-            await self._do(self.core.on_carrier(twilio.parse(message), trio.current_time()))
+            await self._do(self.core.on_carrier(parse(message), trio.current_time()))
 
     async def _model_task(self, model: str) -> None:
         settings = self.settings
@@ -186,21 +190,17 @@ class CallRunner:
             async with connect(settings.realtime, model, key.get_secret_value() if key else None) as ws:
                 self.model_ws = ws
                 assert self._nursery is not None
-                self._nursery.start_soon(self._pinger, ws, "model")
+                self._nursery.start_soon(self._pinger, ws, Side.MODEL)
                 await self._do(self.core.on_model_connected(trio.current_time()))
                 while True:
                     message = await ws.get_message()
                     await self._do(self.core.on_model(rt.parse(message), trio.current_time()))
         except UpstreamConnectError as exc:
-            out: list[Action] = []
-            self.core.end("model_error", str(exc), out, 1011)
-            await self._do(out)
+            await self._do(self.core.on_model_connect_failed(str(exc), trio.current_time()))
         except ConnectionClosed as exc:
-            out = []
-            reason = exc.reason
-            detail = f"model closed the session ({reason.code}: {reason.reason})" if reason else "model closed"
-            self.core.end("model_error", detail, out, 1011)
-            await self._do(out)
+            closed = exc.reason
+            code, why = (closed.code, closed.reason) if closed else (None, None)
+            await self._do(self.core.on_model_closed(code, why, trio.current_time()))
 
     async def _ticker(self) -> None:
         interval = self.settings.records.update_interval_s
@@ -209,15 +209,12 @@ class CallRunner:
         while True:
             await trio.sleep(TICK_S)
             now = trio.current_time()
-            out = self.core.on_tick(now)
-            if self.core.state == "connecting" and now - self.core.started_at > START_TIMEOUT_S:
-                self.core.end("protocol_error", "no start message from the carrier", out, 1008)
-            await self._do(out)
+            await self._do(self.core.on_tick(now))
             if now >= next_save and self.core.call_sid is not None:
                 next_save = now + interval
                 await self.ctx.hooks.save_record(self, False)
 
-    async def _pinger(self, ws: WebSocketConnection, side: str) -> None:
+    async def _pinger(self, ws: WebSocketConnection, side: Side) -> None:
         settings = self.settings.server
         while True:
             await trio.sleep(settings.ping_interval_s)
@@ -227,10 +224,7 @@ class CallRunner:
                 except ConnectionClosed:
                     return  # the reader task reports the close
             if scope.cancelled_caught:
-                out: list[Action] = []
-                reason = "timeout" if side == "carrier" else "model_error"
-                self.core.end(reason, f"{side} did not answer a ping", out, 1001)
-                await self._do(out)
+                await self._do(self.core.on_ping_timeout(side, trio.current_time()))
                 return
 
     # --- actions ---------------------------------------------------------------------------
@@ -290,7 +284,7 @@ class CallRunner:
 
     async def _send_carrier(self, action: SendCarrier) -> None:
         try:
-            await self.carrier.send_message(action.text)
+            await self.carrier.send_message(action.frame)
         except ConnectionClosed:
             return  # the carrier reader reports the close
         if action.barge_in_at is not None:
@@ -299,19 +293,20 @@ class CallRunner:
             self._safe(self.ctx.hooks.barge_in_reaction, self, reaction)
 
     def _on_note(self, note: Note) -> None:
-        if note.name == "state":
+        kind = note.kind
+        if kind is NoteKind.STATE:
             self.log.info("call_state", **note.fields)
-            if note.fields.get("to") == ACTIVE and self._connect_started is not None:
+            if note.fields.get("to") is CallState.ACTIVE and self._connect_started is not None:
                 self._safe(self.ctx.hooks.upstream_connected, self, trio.current_time() - self._connect_started)
-        elif note.name in ("carrier_error", "audio_error", "model_protocol_error", "profile_fallback"):
-            self.log.warning(note.name, **note.fields)
-        elif note.name == "model_error":
+        elif kind in _WARNINGS:
+            self.log.warning(kind, **note.fields)
+        elif kind is NoteKind.MODEL_ERROR:
             level = "info" if note.fields.get("benign") else "warning"
-            getattr(self.log, level)("model_error", **note.fields)
-        elif note.name == "response_done":
-            self.log.debug("response_done", **{k: v for k, v in note.fields.items() if k != "usage"})
+            getattr(self.log, level)(kind, **note.fields)
+        elif kind is NoteKind.RESPONSE_DONE:
+            self.log.debug(kind, **{k: v for k, v in note.fields.items() if k != "usage"})
         else:
-            self.log.info(note.name, **note.fields)
+            self.log.info(kind, **note.fields)
         self._safe(self.ctx.hooks.note, self, note)
 
     async def _close(self, action: EndCall) -> None:
@@ -333,30 +328,21 @@ class CallRunner:
 
     async def _finalise(self) -> None:
         core = self.core
-        if core.end_reason is None:
-            out: list[Action] = []
-            core.end("bridge_error", "call task ended without a reason", out, 1011)
-        code = 1000
-        reason = core.end_reason or "bridge_error"
-        code = {
-            "caller_hangup": 1000,
-            "operator": 1000,
-            "drain": 1001,
-            "timeout": 1001,
-            "protocol_error": 1008,
-        }.get(reason, 1011)
+        finished = core.finish()  # decides an end if nothing did (a bug), then the final state
+        ending = core.ending
+        assert ending is not None
         with trio.move_on_after(1.0):
             try:
-                await self.carrier.aclose(code, f"{reason}: {core.end_detail}"[:120])
+                await self.carrier.aclose(ending.close_code, ending.close_reason)
             except Exception as exc:
                 self.log.debug("carrier_close_failed", error=repr(exc))
         if self.model_ws is not None and not self.model_ws.closed:
             with trio.move_on_after(0.5):
                 try:
-                    await self.model_ws.aclose(1000, reason)
+                    await self.model_ws.aclose(1000, ending.reason)
                 except Exception:
                     pass
-        for note in core.finish():
+        for note in finished:
             if isinstance(note, Note):
                 self._on_note(note)
         self.ended_wall = time.time()

@@ -12,13 +12,18 @@ templates made once per call, so the hot path is two string concatenations.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from bridge.carrier import twiml
 from bridge.carrier.base import (
+    Answer,
+    CallDetails,
     CarrierError,
     CarrierEvent,
     Connected,
     Dtmf,
+    InboundRequest,
     MarkEcho,
     Media,
     Start,
@@ -141,3 +146,52 @@ class TwilioWriter:
 
     def clear(self) -> str:
         return self._clear
+
+
+class Twilio:
+    """Twilio Media Streams as a :class:`~bridge.carrier.base.Carrier`.
+
+    https://www.twilio.com/docs/voice/media-streams/websocket-messages (messages),
+    https://www.twilio.com/docs/voice/twiml/stream (the answer document),
+    https://www.twilio.com/docs/usage/webhooks/webhooks-security (signatures).
+    """
+
+    name = "twilio"
+    # "If your server sends a clear message, Twilio empties the audio buffer and sends back mark
+    # messages matching any remaining mark messages from your server."
+    marks_echoed_on_clear = True
+
+    def __init__(self, auth_token: str | None = None, *, verify: bool = False) -> None:
+        if verify and not auth_token:
+            raise ValueError("Twilio signature checks need the auth token")
+        self._token = auth_token
+        self._verify = verify
+
+    def parse(self, message: str | bytes) -> CarrierEvent:
+        return parse(message)
+
+    def writer(self, start: Start) -> TwilioWriter:
+        return TwilioWriter(start.stream_sid)
+
+    def call_details(self, request: InboundRequest) -> CallDetails:
+        form = dict(request.form)
+        return CallDetails(form.get("CallSid"), form.get("From"), form.get("To"))
+
+    def answer(self, stream_url: str, parameters: Mapping[str, str]) -> Answer:
+        return Answer(twiml.connect_stream(stream_url, parameters).encode(), "text/xml; charset=utf-8")
+
+    def verifies(self) -> bool:
+        return self._verify
+
+    def verify_request(self, request: InboundRequest) -> bool:
+        if not self._verify:
+            return True
+        assert self._token is not None
+        params = dict(request.form) if request.method == "POST" else {}
+        return twiml.signature_valid(self._token, request.url, params, request.headers.get("x-twilio-signature"))
+
+    def verify_upgrade(self, request: InboundRequest) -> bool:
+        if not self._verify:
+            return True
+        assert self._token is not None
+        return twiml.signature_valid(self._token, request.url, {}, request.headers.get("x-twilio-signature"))

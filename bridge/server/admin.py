@@ -20,6 +20,7 @@ from bridge import metrics
 from bridge.call.runner import WorkerContext
 from bridge.config import Secrets, Settings
 from bridge.server.http import BadRequest, Request, read_request, send_response
+from bridge.vocabulary import EndReason
 
 log = structlog.get_logger("bridge.admin")
 
@@ -61,7 +62,7 @@ class LocalSessions:
         if call is None:
             return None
         snap: dict[str, Any] = call.snapshot()
-        call.request_end("operator", "ended by an operator", 1000)
+        call.request_end(EndReason.OPERATOR, "ended by an operator")
         snap["state"] = "closing"
         return snap
 

@@ -48,7 +48,7 @@ class WorkerHooks:
 
     def note(self, call: CallRunner, note: Note) -> None:
         f = note.fields
-        name = note.name
+        name = note.kind
         if name == "carrier_error":
             metrics.protocol_errors_total.labels(source="carrier", kind=f.get("kind", "unknown")).inc()
         elif name == "model_protocol_error":

@@ -12,6 +12,7 @@ import trio
 
 from bridge.call.runner import WorkerContext
 from bridge.server.frontdoor import FrontDoor
+from bridge.vocabulary import EndReason
 
 log = structlog.get_logger("bridge.worker")
 
@@ -104,7 +105,7 @@ async def drain(ctx: WorkerContext) -> None:
     while ctx.calls and trio.current_time() < deadline:
         await trio.sleep(0.1)
     for call in list(ctx.calls.values()):
-        call.request_end("drain", "service is shutting down", 1001)
+        call.request_end(EndReason.DRAIN, "service is shutting down")
     with trio.move_on_after(5):
         while ctx.calls:
             await trio.sleep(0.05)

@@ -38,6 +38,7 @@ from bridge.server.admin import LocalSessions
 from bridge.server.control import ChannelClosed, JSONObject, LineChannel
 from bridge.server.hooks import WorkerHooks
 from bridge.server.worker import run_worker, trio_listener
+from bridge.vocabulary import EndReason
 
 log = structlog.get_logger("bridge.workerproc")
 
@@ -131,7 +132,7 @@ class WorkerProcess:
                 # Asked twice: stop waiting for calls to end by themselves.
                 log.warning("drain_hurried", live_calls=len(self.ctx.calls))
                 for call in list(self.ctx.calls.values()):
-                    call.request_end("drain", "service is shutting down now", 1001)
+                    call.request_end(EndReason.DRAIN, "service is shutting down now")
 
     async def _reload(self) -> None:
         try:

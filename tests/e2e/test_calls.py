@@ -220,6 +220,28 @@ def test_bad_input_is_rejected_clearly_and_another_call_is_unaffected() -> None:
     run(main)
 
 
+def test_the_wire_close_code_is_the_one_the_core_decided() -> None:
+    """An unsupported format is 1003 and an oversized message 1009, both on the wire and in the
+    record (the runner used to rebuild close codes from a table of its own)."""
+
+    async def main() -> None:
+        async with open_stack(overrides={"server": {"max_message_bytes": 8192}}) as stack:
+            opus_format = {"encoding": "audio/x-opus", "sampleRate": 8000, "channels": 1}
+            opus = {"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "mediaFormat": opus_format}}
+            code, reason = await _bad_client(stack, [json.dumps(opus)])
+            assert code == 1003 and reason is not None and "audio/x-opus" in reason
+            start = {"event": "start", "start": {"streamSid": "MZ2", "callSid": "CA2"}}
+            huge = json.dumps({"event": "media", "media": {"payload": "A" * 20_000}})
+            code, reason = await _bad_client(stack, [json.dumps(start), huge])
+            assert code == 1009
+            await stack.wait_idle()
+            (oversized,) = [r.core.ending for r in stack.hooks.finished if r.core.call_sid == "CA2"]
+            assert oversized is not None
+            assert (oversized.reason, oversized.close_code) == ("protocol_error", 1009)
+
+    run(main)
+
+
 def test_unknown_path_and_plain_http_on_the_public_port() -> None:
     async def main() -> None:
         async with open_stack() as stack:

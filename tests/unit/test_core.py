@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 
 from bridge.call.core import (
-    ACTIVE,
-    CONNECTING,
-    STARTING,
+    START_TIMEOUT_S,
     CallCore,
     ConnectModel,
     EndCall,
@@ -21,8 +19,10 @@ from bridge.call.core import (
 )
 from bridge.carrier import base as tel
 from bridge.carrier import twilio
+from bridge.carrier.twilio import Twilio
 from bridge.config import Settings
 from bridge.realtime import events as rt
+from bridge.vocabulary import CallState, EndReason, NoteKind, Side
 
 FRAME = base64.b64encode(bytes([0x7F, 0x10] * 80)).decode()  # 20 ms of μ-law
 
@@ -40,15 +40,15 @@ def model_texts(actions: list[Any]) -> list[dict[str, Any]]:
 
 
 def carrier_texts(actions: list[Any]) -> list[dict[str, Any]]:
-    return [json.loads(a.text) for a in actions if isinstance(a, SendCarrier)]
+    return [json.loads(a.frame) for a in actions if isinstance(a, SendCarrier)]
 
 
 def active_core(s: Settings | None = None, **params: str) -> CallCore:
-    core = CallCore(s or settings(), "c1", 0.0)
+    core = CallCore(s or settings(), "c1", 0.0, Twilio())
     core.on_carrier(start_event(**params), 0.0)
     core.on_model_connected(0.1)
     core.on_model(rt.SessionUpdated({}), 0.2)
-    assert core.state == ACTIVE
+    assert core.state is CallState.ACTIVE
     return core
 
 
@@ -57,10 +57,10 @@ def delta(item: str, ms: int, response: str = "r1") -> rt.AudioDelta:
 
 
 def test_start_chooses_session_and_asks_for_the_model() -> None:
-    core = CallCore(settings(), "c1", 0.0)
-    assert core.state == CONNECTING
+    core = CallCore(settings(), "c1", 0.0, Twilio())
+    assert core.state is CallState.CONNECTING
     out = core.on_carrier(start_event(), 0.0)
-    assert core.state == STARTING
+    assert core.state is CallState.STARTING
     assert [a for a in out if isinstance(a, ConnectModel)] == [ConnectModel("gpt-realtime")]
     update = model_texts(core.on_model_connected(0.1))[0]
     assert update["type"] == "session.update"
@@ -68,7 +68,7 @@ def test_start_chooses_session_and_asks_for_the_model() -> None:
 
 
 def test_caller_audio_is_buffered_until_session_updated_then_sent_in_order() -> None:
-    core = CallCore(settings(), "c1", 0.0)
+    core = CallCore(settings(), "c1", 0.0, Twilio())
     core.on_carrier(start_event(), 0.0)
     frames = [base64.b64encode(bytes([i]) * 160).decode() for i in range(5)]
     for f in frames:
@@ -88,7 +88,7 @@ def test_passthrough_payload_is_the_same_string() -> None:
 
 
 def test_media_before_start_is_an_error_not_a_crash() -> None:
-    core = CallCore(settings(), "c1", 0.0)
+    core = CallCore(settings(), "c1", 0.0, Twilio())
     out = core.on_carrier(tel.Media(FRAME), 0.0)
     assert core.stats.protocol_errors == 1
     assert isinstance(out[0], Note) and out[0].fields["kind"] == "media_before_start"
@@ -96,7 +96,7 @@ def test_media_before_start_is_an_error_not_a_crash() -> None:
 
 
 def test_start_without_stream_sid_ends_the_call_with_a_reason() -> None:
-    core = CallCore(settings(), "c1", 0.0)
+    core = CallCore(settings(), "c1", 0.0, Twilio())
     ev = twilio.parse(json.dumps({"event": "start", "start": {"callSid": "CA1"}}))
     out = core.on_carrier(ev, 0.0)
     ends = [a for a in out if isinstance(a, EndCall)]
@@ -107,7 +107,7 @@ def test_bad_audio_is_counted_and_the_call_goes_on() -> None:
     core = active_core(settings(audio_format="pcm16"))
     out = core.on_carrier(tel.Media("not base64!!"), 1.0)
     assert core.stats.audio_errors == 1
-    assert isinstance(out[0], Note) and out[0].name == "audio_error"
+    assert isinstance(out[0], Note) and out[0].kind == "audio_error"
     good = core.on_carrier(tel.Media(FRAME), 1.02)
     assert isinstance(good[-1], SendModel)
 
@@ -136,7 +136,7 @@ def test_barge_in_clears_first_cancels_truncates_and_mutes_the_item() -> None:
     for _ in range(10):
         core.on_model(delta("i1", 100), 1.0)  # 1 s sent at once, plays from t=1.0
     out = core.on_model(rt.SpeechStarted(1000, "u1"), 1.3)
-    assert isinstance(out[0], SendCarrier) and json.loads(out[0].text)["event"] == "clear"
+    assert isinstance(out[0], SendCarrier) and json.loads(out[0].frame)["event"] == "clear"
     assert out[0].barge_in_at == 1.3
     sent = model_texts(out)
     assert [m["type"] for m in sent] == ["response.cancel", "conversation.item.truncate"]
@@ -192,7 +192,7 @@ def test_response_create_waits_while_a_response_is_active() -> None:
 
 
 def test_greeting_is_requested_after_session_updated() -> None:
-    core = CallCore(settings(greeting="Say hello to {caller_name}."), "c1", 0.0)
+    core = CallCore(settings(greeting="Say hello to {caller_name}."), "c1", 0.0, Twilio())
     core.on_carrier(start_event(caller_name="Ada"), 0.0)
     out = core.on_model(rt.SessionUpdated({}), 0.2)
     (create,) = [m for m in model_texts(out) if m["type"] == "response.create"]
@@ -200,18 +200,18 @@ def test_greeting_is_requested_after_session_updated() -> None:
 
 
 def test_unknown_profile_falls_back_with_a_warning() -> None:
-    core = CallCore(Settings(profiles={"sales": {"model": "gpt-realtime-mini"}}), "c1", 0.0)
+    core = CallCore(Settings(profiles={"sales": {"model": "gpt-realtime-mini"}}), "c1", 0.0, Twilio())
     out = core.on_carrier(start_event(profile="nope"), 0.0)
     assert core.profile == "default"
-    assert any(isinstance(a, Note) and a.name == "profile_fallback" for a in out)
+    assert any(isinstance(a, Note) and a.kind == "profile_fallback" for a in out)
     assert core.warnings and "nope" in core.warnings[0]
-    core2 = CallCore(Settings(profiles={"sales": {"model": "gpt-realtime-mini"}}), "c2", 0.0)
+    core2 = CallCore(Settings(profiles={"sales": {"model": "gpt-realtime-mini"}}), "c2", 0.0, Twilio())
     out2 = core2.on_carrier(start_event(profile="sales"), 0.0)
     assert ConnectModel("gpt-realtime-mini") in out2
 
 
 def test_format_not_applied_by_the_server_ends_the_call() -> None:
-    core = CallCore(settings(), "c1", 0.0)
+    core = CallCore(settings(), "c1", 0.0, Twilio())
     core.on_carrier(start_event(), 0.0)
     core.on_model_connected(0.1)
     wrong = {"audio": {"input": {"format": {"type": "audio/pcm"}}, "output": {"format": {"type": "audio/pcm"}}}}
@@ -296,3 +296,83 @@ def test_create_rejected_because_the_server_started_one_is_retried_after_it() ->
     assert not [a for a in rejected if isinstance(a, EndCall)]
     done = core.on_model(rt.ResponseDone("vad", "completed", None), 2.0)
     assert [m["type"] for m in model_texts(done)] == ["response.create"]
+
+
+# --- every end is decided in the core, with the close code the wire will carry ------------------
+
+
+def _end(actions: list[Any]) -> EndCall:
+    (end,) = [a for a in actions if isinstance(a, EndCall)]
+    return end
+
+
+def test_carrier_close_is_a_hangup_but_an_oversized_message_is_a_protocol_error() -> None:
+    core = active_core()
+    end = _end(core.on_carrier_closed(1000, 1.0))
+    assert (end.reason, end.close_code) == (EndReason.CALLER_HANGUP, 1000)
+
+    core = active_core()
+    out = core.on_carrier_closed(1009, 1.0)
+    end = _end(out)
+    assert (end.reason, end.close_code) == (EndReason.PROTOCOL_ERROR, 1009)
+    assert [n.fields["kind"] for n in out if isinstance(n, Note) and n.kind is NoteKind.CARRIER_ERROR] == [
+        "message_too_big"
+    ]
+    assert core.stats.protocol_errors == 1
+
+
+def test_unsupported_format_is_1003() -> None:
+    core = CallCore(settings(), "c1", 0.0, Twilio())
+    out = core.on_carrier(tel.Start("MZ1", "CA1", "AC1", "audio/x-opus", 8000, 1), 0.0)
+    end = _end(out)
+    assert (end.reason, end.close_code) == (EndReason.PROTOCOL_ERROR, 1003)
+    assert core.state is CallState.CLOSING
+
+
+def test_start_timeout_is_decided_by_the_clock_input() -> None:
+    core = CallCore(settings(), "c1", 0.0, Twilio())
+    assert core.on_tick(START_TIMEOUT_S - 0.1) == []
+    end = _end(core.on_tick(START_TIMEOUT_S + 0.1))
+    assert (end.reason, end.close_code) == (EndReason.PROTOCOL_ERROR, 1008)
+    # A call that did start is not caught by the start timeout.
+    core = active_core()
+    assert [a for a in core.on_tick(START_TIMEOUT_S + 0.1) if isinstance(a, EndCall)] == []
+
+
+@pytest.mark.parametrize(
+    ("side", "reason", "code"), [(Side.CARRIER, EndReason.TIMEOUT, 1001), (Side.MODEL, EndReason.MODEL_ERROR, 1011)]
+)
+def test_unanswered_pings(side: Side, reason: EndReason, code: int) -> None:
+    end = _end(active_core().on_ping_timeout(side, 30.0))
+    assert (end.reason, end.close_code) == (reason, code)
+
+
+@pytest.mark.parametrize(("reason", "code"), [(EndReason.OPERATOR, 1000), (EndReason.DRAIN, 1001)])
+def test_operator_and_drain_requests(reason: EndReason, code: int) -> None:
+    core = active_core()
+    end = _end(core.request_end(reason, "asked"))
+    assert (end.reason, end.close_code) == (reason, code)
+    assert core.request_end(EndReason.OPERATOR, "again") == []  # decided once
+    assert next(a for a in core.finish() if isinstance(a, Note)).fields["to"] is CallState.ENDED
+
+
+def test_model_socket_loss_and_connect_failure_end_as_model_errors() -> None:
+    end = _end(active_core().on_model_closed(1011, "server error", 5.0))
+    assert (end.reason, end.close_code) == (EndReason.MODEL_ERROR, 1011)
+    assert "1011" in end.detail
+    end = _end(active_core().on_model_connect_failed("refused", 5.0))
+    assert end.reason is EndReason.MODEL_ERROR
+
+
+def test_a_call_that_ends_without_a_decision_is_a_bridge_error_and_failed() -> None:
+    core = active_core()
+    notes = core.finish()
+    assert core.end_reason is EndReason.BRIDGE_ERROR
+    assert core.state is CallState.FAILED
+    assert not any(isinstance(a, EndCall) for a in notes)
+
+
+def test_close_reason_fits_a_close_frame() -> None:
+    end = _end(active_core().on_model_closed(1011, "é" * 300, 1.0))
+    assert len(end.close_reason.encode()) <= 123
+    assert end.close_reason.startswith("model_error: ")

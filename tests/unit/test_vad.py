@@ -30,6 +30,7 @@ from bridge.audio.wavfile import ASSISTANT_PCM16, CALLER_ALAW, CALLER_ULAW, bund
 from bridge.call.core import Action, CallCore, Note, SendModel
 from bridge.call.vad import EnergyVad
 from bridge.carrier import base as tel
+from bridge.carrier.twilio import Twilio
 from bridge.config import LocalVad, Settings
 from bridge.realtime import events as rt
 
@@ -278,7 +279,7 @@ def test_invalid_base64_is_an_audio_error() -> None:
 
 
 def manual_core() -> CallCore:
-    core = CallCore(Settings(realtime={"turn_detection": {"type": "none"}}), "call-1", 0.0)
+    core = CallCore(Settings(realtime={"turn_detection": {"type": "none"}}), "call-1", 0.0, Twilio())
     core.on_carrier(tel.Start("MZ1", "CA1", "AC1", "audio/x-mulaw", 8000, 1, {}), 0.0)
     core.on_model_connected(0.05)
     return core
@@ -292,7 +293,7 @@ def feed_core(core: CallCore, data: bytes, now: float) -> list[Action]:
 
 
 def notes(actions: list[Action]) -> list[str]:
-    return [a.name for a in actions if isinstance(a, Note)]
+    return [a.kind for a in actions if isinstance(a, Note)]
 
 
 def sent_types(actions: list[Action]) -> list[str]:
