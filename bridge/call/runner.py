@@ -23,6 +23,7 @@ import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from bridge.call import readout
 from bridge.call.core import (
     Action,
     CallCore,
@@ -32,6 +33,7 @@ from bridge.call.core import (
     SendCarrier,
     SendModel,
 )
+from bridge.call.readout import CallMeta
 from bridge.carrier.base import Carrier
 from bridge.carrier.twilio import Twilio
 from bridge.config import Secrets, Settings
@@ -121,34 +123,12 @@ class CallRunner:
         self._nursery.start_soon(self._do, self.core.request_end(reason, detail))
         return True
 
+    @property
+    def meta(self) -> CallMeta:
+        return CallMeta(self.call_id, self.started_wall, self.ctx.worker_id)
+
     def snapshot(self) -> dict[str, Any]:
-        now = trio.current_time()
-        core = self.core
-        cost: float | None = None
-        if core.meter is not None:
-            duration = now - core.started_at
-            breakdown = core.meter.cost(duration)
-            cost = breakdown.total_usd
-        carrier_format = core.converter.carrier.value if core.converter else None
-        return {
-            "id": self.call_id,
-            "call_sid": core.call_sid,
-            "stream_sid": core.stream_sid,
-            "state": core.state,
-            "turn": core.turn(now),
-            "profile": core.profile,
-            "model": core.session.model if core.session else None,
-            "carrier_format": carrier_format,
-            "session_format": core.session.audio_format if core.session else None,
-            "started_at": self.started_wall,
-            "duration_s": round(now - core.started_at, 3),
-            "frames_in": core.stats.frames_in,
-            "frames_out": core.stats.frames_out,
-            "barge_ins": core.stats.barge_ins,
-            "turns": core.stats.turns,
-            "cost_usd": None if cost is None else round(cost, 6),
-            "worker": self.ctx.worker_id,
-        }
+        return readout.snapshot(self.core, self.meta, trio.current_time())
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -354,32 +334,7 @@ class CallRunner:
         self.log.info("call_summary", **self.summary())
 
     def summary(self) -> dict[str, Any]:
-        core = self.core
-        stats = core.stats
-        now = trio.current_time()
-        lat = stats.response_latencies
-        out: dict[str, Any] = {
-            "reason": core.end_reason,
-            "detail": core.end_detail,
-            "state": core.state,
-            "profile": core.profile,
-            "duration_s": round(now - core.started_at, 3),
-            "frames_in": stats.frames_in,
-            "frames_out": stats.frames_out,
-            "turns": stats.turns,
-            "barge_ins": stats.barge_ins,
-            "barge_in_reaction_ms": [round(x * 1000, 2) for x in stats.barge_in_reactions],
-            "dtmf": stats.dtmf,
-            "audio_errors": stats.audio_errors,
-            "protocol_errors": stats.protocol_errors,
-            "model_errors": stats.model_errors,
-            "response_latency_ms": [round(x * 1000) for x in lat],
-        }
-        if core.meter is not None:
-            cost = core.meter.cost(now - core.started_at)
-            out["cost_usd"] = None if cost.total_usd is None else round(cost.total_usd, 6)
-            out["cost_per_minute_usd"] = None if cost.per_minute_usd is None else round(cost.per_minute_usd, 6)
-        return out
+        return readout.summary(self.core, trio.current_time())
 
     def _safe(self, fn: Any, *args: Any) -> None:
         try:

@@ -14,8 +14,9 @@ import structlog
 import trio
 
 from bridge import metrics
-from bridge.accounting.records import CallRecord, EndReason
+from bridge.accounting.records import CallRecord
 from bridge.accounting.store import RecordStore
+from bridge.call import readout
 from bridge.call.core import Note
 from bridge.call.runner import CallRunner
 
@@ -135,32 +136,7 @@ class WorkerHooks:
         if rec is None:
             rec = CallRecord(call_id=call.call_id, started_at=call.started_wall, worker=self.worker_id)
             self._records[call.call_id] = rec
-        params = core.parameters
-        rec.call_sid = core.call_sid
-        rec.stream_sid = core.stream_sid
-        rec.from_number = params.get("from")
-        rec.to_number = params.get("to")
-        rec.profile = core.profile
-        rec.model = core.session.model if core.session else None
-        rec.carrier_format = core.converter.carrier.value if core.converter else None
-        rec.session_format = core.session.audio_format if core.session else None
-        rec.turns = core.stats.turns
-        rec.barge_ins = core.stats.barge_ins
-        rec.transcript = list(core.transcript)
-        for w in core.warnings:
-            if w not in rec.warnings:
-                rec.warnings.append(w)
-        now_wall = time.time()
-        duration = trio.current_time() - core.started_at
-        if core.meter is not None:
-            rec.apply_cost(core.meter.cost(duration), core.meter.tokens())
-        if final:
-            reason = core.end_reason or "bridge_error"
-            rec.end(EndReason(reason), call.ended_wall or now_wall)
-            rec.duration_s = round(duration, 3)
-        else:
-            rec.touch(now_wall)
-        return rec
+        return readout.fill_record(rec, core, trio.current_time(), time.time(), final=final, ended_wall=call.ended_wall)
 
     async def save_record(self, call: CallRunner, final: bool) -> None:
         self.flush(call)  # the ticker's periodic call: metrics flow even without a record store
