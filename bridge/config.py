@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -31,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.accounting.pricing import PricingConfig
+from bridge.toolspec import TOOL_NAME, McpServer, SecretRef, ToolChoice, WebhookTool, check_unique_names, secret_refs
 
 AudioFormatName = Literal["pcmu", "pcma", "pcm16"]
 Voice = str  # the API also accepts {"id": "voice_..."}; names are checked by the server
@@ -122,6 +124,32 @@ class SessionSettings(BaseModel):
     transcription: Transcription | None = None
     noise_reduction: NoiseReduction | None = None
     dtmf_response: bool = True
+    tools: list[WebhookTool] = Field(default_factory=list)
+    mcp_servers: list[McpServer] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    end_call_tool: bool = False
+    transfer_targets: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _targets(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_transfer_targets(v)
+
+    @model_validator(mode="after")
+    def _unique_tools(self) -> SessionSettings:
+        check_unique_names(self.tools, self.mcp_servers)
+        return self
+
+
+def _check_transfer_targets(targets: dict[str, str]) -> dict[str, str]:
+    for name, target in targets.items():
+        if not TOOL_NAME.match(name):
+            raise ValueError(f"target name {name!r} must match {TOOL_NAME.pattern}")
+        if not re.fullmatch(r"\+[1-9][0-9]{6,14}|sips?:[^\s<>&]+|client:[A-Za-z0-9_.-]+", target):
+            raise ValueError(
+                f"target {name!r} = {target!r} must be an E.164 number (+15551230000), a sip: URI or a client: name"
+            )
+    return targets
 
 
 class Profile(BaseModel):
@@ -137,6 +165,22 @@ class Profile(BaseModel):
     transcription: Transcription | None = None
     noise_reduction: NoiseReduction | None = None
     dtmf_response: bool | None = None
+    # A profile's list replaces the default's (it does not add to it).
+    tools: list[WebhookTool] | None = None
+    mcp_servers: list[McpServer] | None = None
+    tool_choice: ToolChoice | None = None
+    end_call_tool: bool | None = None
+    transfer_targets: dict[str, str] | None = None
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _targets(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return None if v is None else _check_transfer_targets(v)
+
+    @model_validator(mode="after")
+    def _unique_tools(self) -> Profile:
+        check_unique_names(self.tools or [], self.mcp_servers or [])
+        return self
 
 
 class Route(BaseModel):
@@ -199,6 +243,20 @@ class TwilioSettings(BaseModel):
     model_config = _STRICT
     validate_signature: bool = False
     auth_token_file: Path | None = None
+    # The REST API (transfer_call redirects the live call): regional edges and tests change the base.
+    api_base_url: str = "https://api.twilio.com"
+    account_sid: str | None = None  # default: the account of the call's start message
+    # An API key instead of the auth token for REST calls; its secret comes from TWILIO_API_KEY_SECRET,
+    # twilio.api_key_secret_file or the credential twilio_api_key_secret.
+    api_key_sid: str | None = None
+    api_key_secret_file: Path | None = None
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL such as https://api.twilio.com")
+        return v.rstrip("/")
 
 
 class AdminSettings(BaseModel):
@@ -206,6 +264,16 @@ class AdminSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
     token_file: Path | None = None
+
+
+class ToolsSettings(BaseModel):
+    """How bridge calls webhook tools (the tools themselves are in ``[[realtime.tools]]``)."""
+
+    model_config = _STRICT
+    secret_file: Path | None = None  # signing secret; or BRIDGE_TOOLS_SECRET, or the credential tools_secret
+    max_output_bytes: int = Field(16 * 1024, ge=256, le=1024 * 1024)  # a longer answer is cut, and says so
+    # After end_call or transfer_call: how long the caller may take to hear the model's last words.
+    goodbye_timeout_s: float = Field(10.0, gt=0, le=120)
 
 
 class LogSettings(BaseModel):
@@ -235,6 +303,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = Field(default_factory=lambda: AdminSettings())
     log: LogSettings = Field(default_factory=lambda: LogSettings())
     records: RecordsSettings = Field(default_factory=lambda: RecordsSettings())
+    tools: ToolsSettings = Field(default_factory=lambda: ToolsSettings())
     pricing: PricingConfig = Field(default_factory=lambda: PricingConfig())
     profiles: dict[str, Profile] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
@@ -287,6 +356,13 @@ class Secrets:
     openai_api_key: SecretStr | None
     twilio_auth_token: SecretStr | None
     admin_token: SecretStr | None
+    tools_secret: SecretStr | None = None  # signs requests to tools and call webhooks
+    twilio_api_key_secret: SecretStr | None = None
+    refs: Mapping[SecretRef, SecretStr] = field(default_factory=dict)  # { env = ... } / { file = ... } values
+
+    def resolve(self, value: str | SecretRef) -> str:
+        """A header value as sent: inline text, or the secret a reference names."""
+        return value if isinstance(value, str) else self.refs[value].get_secret_value()
 
 
 def config_path(cli_path: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -434,7 +510,14 @@ def load_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -
     secrets = _load_secrets(settings, env)
     from bridge.log import REDACTOR  # a leaf module; imported here to keep config importable alone
 
-    for value in (secrets.openai_api_key, secrets.twilio_auth_token, secrets.admin_token):
+    for value in (
+        secrets.openai_api_key,
+        secrets.twilio_auth_token,
+        secrets.admin_token,
+        secrets.tools_secret,
+        secrets.twilio_api_key_secret,
+        *secrets.refs.values(),
+    ):
         if value is not None:
             REDACTOR.add(value.get_secret_value())
     for header_value in settings.realtime.extra_headers.values():
@@ -461,7 +544,41 @@ def _load_secrets(settings: Settings, env: Mapping[str, str]) -> Secrets:
             env,
             "admin token",
         ),
+        tools_secret=_secret(
+            ("BRIDGE_TOOLS_SECRET",), settings.tools.secret_file, "tools_secret", env, "tools signing secret"
+        ),
+        twilio_api_key_secret=_secret(
+            ("TWILIO_API_KEY_SECRET",),
+            settings.twilio.api_key_secret_file,
+            "twilio_api_key_secret",
+            env,
+            "Twilio API key secret",
+        ),
+        refs=_load_refs(settings, env),
     )
+
+
+def _all_tool_lists(settings: Settings) -> list[tuple[list[WebhookTool], list[McpServer]]]:
+    lists = [(settings.realtime.tools, settings.realtime.mcp_servers)]
+    lists += [(p.tools or [], p.mcp_servers or []) for p in settings.profiles.values()]
+    return lists
+
+
+def _load_refs(settings: Settings, env: Mapping[str, str]) -> dict[SecretRef, SecretStr]:
+    values: dict[SecretRef, SecretStr] = {}
+    for tools, servers in _all_tool_lists(settings):
+        for where, ref in secret_refs(tools, servers):
+            if ref in values:
+                continue
+            if ref.env is not None:
+                value = env.get(ref.env, "").strip()
+                if not value:
+                    raise ConfigError(f"{where}: environment variable {ref.env} is not set or empty")
+                values[ref] = SecretStr(value)
+            else:
+                assert ref.file is not None
+                values[ref] = _read_secret_file(ref.file, where)
+    return values
 
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -512,5 +629,9 @@ def masked_dump(settings: Settings, secrets: Secrets) -> dict[str, Any]:
         "openai_api_key": mask(secrets.openai_api_key),
         "twilio_auth_token": mask(secrets.twilio_auth_token),
         "admin_token": mask(secrets.admin_token),
+        "tools_secret": mask(secrets.tools_secret),
+        "twilio_api_key_secret": mask(secrets.twilio_api_key_secret),
+        # Header and authorization references show where a secret comes from, never its value.
+        "references": sorted(ref.describe() for ref in secrets.refs),
     }
     return data

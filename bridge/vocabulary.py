@@ -18,6 +18,7 @@ __all__ = [
     "NoteKind",
     "Side",
     "TokenKind",
+    "ToolOutcome",
     "Turn",
 ]
 
@@ -149,3 +150,28 @@ class NoteKind(enum.StrEnum):
     TRUNCATED = "truncated"
     SPEECH_STARTED = "speech_started"
     SPEECH_STOPPED = "speech_stopped"
+    TOOL_CALL = "tool_call"
+    """The model called a tool; the call is being made (or refused at once)."""
+    TOOL_RESULT = "tool_result"
+    """A tool call finished: its outcome and duration."""
+    MCP = "mcp"
+    """The Realtime API listed or called an MCP server's tools."""
+
+
+class ToolOutcome(enum.StrEnum):
+    """How a tool call ended (the ``outcome`` label of ``bridge_tool_calls_total``)."""
+
+    OK = "ok"
+    """The tool answered 2xx; its body went to the model."""
+    INVALID_ARGUMENTS = "invalid_arguments"
+    """The model's arguments were not JSON or broke the tool's schema; nothing was sent."""
+    UNKNOWN_TOOL = "unknown_tool"
+    """The model named a tool this call does not have."""
+    HTTP_ERROR = "http_error"
+    """The tool answered with a non-2xx status."""
+    TIMEOUT = "timeout"
+    """No answer within the tool's ``timeout_s``."""
+    UNREACHABLE = "unreachable"
+    """The connection failed (refused, DNS, TLS, reset)."""
+    CANCELLED = "cancelled"
+    """The caller interrupted the response that made the call, or the call ended."""

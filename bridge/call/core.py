@@ -41,14 +41,27 @@ from bridge.audio.convert import (
     parse_carrier_encoding,
 )
 from bridge.call.playback import PlaybackTracker
+from bridge.call.tools import END_CALL, Checked, Refused, ToolBox, ToolRequest, outcome_of, output_text
 from bridge.call.vad import EnergyVad
 from bridge.carrier import base as tel
-from bridge.config import LocalVad, SessionSettings, Settings
+from bridge.config import LocalVad, Secrets, SessionSettings, Settings
+from bridge.httpmsg import HttpRequest, HttpResult
 from bridge.realtime import events as rt
 from bridge.realtime.session import build_session_update, format_mismatch, greeting_response
-from bridge.vocabulary import NORMAL_END_REASONS, CallState, CloseCode, EndReason, NoteKind, Side, Turn
+from bridge.vocabulary import (
+    NORMAL_END_REASONS,
+    CallState,
+    CloseCode,
+    EndReason,
+    NoteKind,
+    Side,
+    ToolOutcome,
+    Turn,
+)
 
 # --- actions -------------------------------------------------------------------------------
+
+McpItemInfo = tuple[str, str, str | None]  # kind, server_label, tool name
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +102,43 @@ class Note:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-Action = SendCarrier | SendModel | ConnectModel | EndCall | Note
+@dataclass(frozen=True, slots=True)
+class CallTool:
+    """Make a webhook tool call; report it with :meth:`CallCore.on_tool_result`."""
+
+    request: ToolRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Ask the carrier to move the caller to ``target``; report with :meth:`CallCore.on_transfer_result`."""
+
+    target: str
+    request: HttpRequest
+
+
+Action = SendCarrier | SendModel | ConnectModel | CallTool | Transfer | EndCall | Note
+
+
+@dataclass(slots=True)
+class _ToolCall:
+    call_id: str
+    name: str
+    response_id: str
+    started_at: float
+    arguments: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Goodbye:
+    """The model asked to hang up or transfer: wait until the caller has heard its last words."""
+
+    kind: EndReason  # AGENT_HANGUP or TRANSFERRED
+    detail: str  # the reason given, or the target's name
+    call_id: str
+    deadline: float
+    target: str | None = None  # transfer: the configured destination
+    requested: bool = False  # transfer: the carrier request was made
 
 # The close code each end reason puts on the carrier's socket, unless the cause names its own
 # (an unsupported format is 1003, an oversized message 1009).
@@ -134,13 +183,17 @@ class CallStats:
     turns: int = 0  # responses that produced audio
     dtmf: int = 0
     response_latencies: list[float] = field(default_factory=list)
+    tool_calls: int = 0
 
 
 class CallCore:
-    def __init__(self, settings: Settings, call_id: str, now: float, carrier: tel.Carrier) -> None:
+    def __init__(
+        self, settings: Settings, call_id: str, now: float, carrier: tel.Carrier, secrets: Secrets | None = None
+    ) -> None:
         self.settings = settings
         self.call_id = call_id
         self.carrier = carrier
+        self.secrets = secrets or Secrets(None, None, None)
         self.state = CallState.CONNECTING
         self.started_at = now
         self.last_carrier_at = now
@@ -148,6 +201,7 @@ class CallCore:
         self.ending: EndCall | None = None
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
+        self._account_sid = ""
         self.parameters: dict[str, str] = {}
         self.profile = "default"
         self.session: SessionSettings | None = None
@@ -155,6 +209,9 @@ class CallCore:
         self.meter: UsageMeter | None = None
         self.warnings: list[str] = []
         self.transcript: list[dict[str, Any]] = []
+        self.tool_log: list[dict[str, Any]] = []  # one entry per tool call: name, outcome, duration
+        self.mcp_log: list[dict[str, Any]] = []  # MCP listings and calls the API made
+        self.tools: ToolBox | None = None
         self._writer: tel.Writer | None = None
         self._session_update: dict[str, Any] | None = None
         self._buffer: deque[str] = deque()
@@ -172,6 +229,12 @@ class CallCore:
         self._vad_settings: LocalVad | None = None
         self._commit_pending = False  # the local detector ended a turn before the session was ready
         self._bytes_per_ms_session = 8.0
+        self._tool_calls: dict[str, _ToolCall] = {}  # call_id -> a call whose output is not sent yet
+        self._answered_calls: set[str] = set()  # call_ids handled (the API may report a call twice)
+        self._follow_ups: set[str] = set()  # responses whose tool outputs need a response.create
+        self._done_responses: set[str] = set()
+        self._mcp_items: dict[str, McpItemInfo] = {}
+        self._goodbye: _Goodbye | None = None
 
     # --- read-outs -------------------------------------------------------------------------
     @property
@@ -196,6 +259,11 @@ class CallCore:
     @property
     def model_ready(self) -> bool:
         return self.state is CallState.ACTIVE
+
+    @property
+    def tools_pending(self) -> list[str]:
+        """Names of the webhook tools this call is waiting on."""
+        return [c.name for c in self._tool_calls.values() if c.arguments is not None]
 
     # --- state -------------------------------------------------------------------------------
     def _to(self, state: CallState, out: list[Action], **fields: Any) -> None:
@@ -277,12 +345,18 @@ class CallCore:
         out: list[Action] = []
         if isinstance(ev, tel.MarkEcho):
             self._tracker.on_echo(ev.name, now)
+            if self._goodbye is not None:
+                self._check_goodbye(now, out)
         elif isinstance(ev, tel.Start):
             self._on_start(ev, now, out)
         elif isinstance(ev, tel.Dtmf):
             self._on_dtmf(ev, out)
         elif isinstance(ev, tel.Stop):
-            self.end(EndReason.CALLER_HANGUP, "carrier sent stop", out)
+            goodbye = self._goodbye
+            if goodbye is not None and goodbye.kind is EndReason.TRANSFERRED and goodbye.requested:
+                self.end(EndReason.TRANSFERRED, goodbye.detail, out)  # the carrier took the call away
+            else:
+                self.end(EndReason.CALLER_HANGUP, "carrier sent stop", out)
         elif isinstance(ev, tel.CarrierError):
             self.stats.protocol_errors += 1
             out.append(Note(NoteKind.CARRIER_ERROR, {"kind": ev.kind, "reason": ev.reason, "fatal": ev.fatal}))
@@ -307,7 +381,7 @@ class CallCore:
             reason = f"unsupported {ev.sample_rate} Hz x{ev.channels}"
             self.end(EndReason.PROTOCOL_ERROR, reason, out, CloseCode.UNSUPPORTED_DATA)
             return
-        self.stream_sid, self.call_sid = ev.stream_sid, ev.call_sid
+        self.stream_sid, self.call_sid, self._account_sid = ev.stream_sid, ev.call_sid, ev.account_sid
         self.parameters = dict(ev.custom_parameters)
         self.profile, self.session, warning = self.settings.session_for(self.parameters.get("profile"))
         if warning:
@@ -320,7 +394,12 @@ class CallCore:
         self._writer = self.carrier.writer(ev)
         transcription_model = session.transcription.model if session.transcription else None
         self.meter = UsageMeter(session.model, self.settings.pricing, transcription_model)
-        self._session_update = build_session_update(session, self.parameters)
+        self.tools = ToolBox(session, self.secrets)
+        if self.tools.transfer_targets and not self.carrier.can_transfer:
+            warning = f"transfer_call is not offered: carrier {self.carrier.name} cannot transfer calls"
+            self.warnings.append(warning)
+            self.tools.transfer_targets.clear()
+        self._session_update = build_session_update(session, self.parameters, self.tools.session_fields())
         if isinstance(session.turn_detection, LocalVad):
             self._vad_settings = session.turn_detection
             self._vad = EnergyVad(
@@ -434,7 +513,7 @@ class CallCore:
             self._response_id = ev.response_id
             self._create_in_flight = False
         elif isinstance(ev, rt.ResponseDone):
-            self._on_response_done(ev, out)
+            self._on_response_done(ev, now, out)
         elif isinstance(ev, rt.SessionUpdated):
             self._on_session_updated(ev, now, out)
         elif isinstance(ev, rt.ItemTruncated):
@@ -445,6 +524,15 @@ class CallCore:
             self._transcript("caller", ev.transcript, out)
         elif isinstance(ev, rt.OutputTranscript):
             self._transcript("assistant", ev.transcript, out)
+        elif isinstance(ev, rt.FunctionCallDone):
+            self._on_function_call(ev, now, out)
+        elif isinstance(ev, rt.McpItem):
+            self._mcp_items[ev.item_id] = (ev.kind, ev.server_label, ev.name)
+            if ev.error:
+                self._mcp_note(ev.item_id, "call" if ev.kind == "mcp_call" else "list_tools", "failed", ev.error, out)
+        elif isinstance(ev, rt.McpProgress):
+            if ev.status != "in_progress":
+                self._mcp_note(ev.item_id, ev.kind, ev.status, None, out)
         elif isinstance(ev, rt.ModelError):
             self._on_model_error(ev, out)
         elif isinstance(ev, rt.Malformed):
@@ -508,7 +596,7 @@ class CallCore:
                 out.append(Note(NoteKind.RESPONSE_LATENCY, {"seconds": latency}))
         return out
 
-    def _on_response_done(self, ev: rt.ResponseDone, out: list[Action]) -> None:
+    def _on_response_done(self, ev: rt.ResponseDone, now: float, out: list[Action]) -> None:
         if self._response_id == ev.response_id or self._response_id is None:
             self._response_id = None
         if self.meter is not None and ev.usage is not None:
@@ -524,9 +612,13 @@ class CallCore:
         if ev.status == "failed":
             code = ev.error_code or "response_failed"
             out.append(Note(NoteKind.MODEL_ERROR, {"code": code, "message": ev.reason, "benign": False}))
+        self._done_responses.add(ev.response_id)
+        self._follow_up(ev.response_id, out)
         if self._response_wanted and not self._create_in_flight:
             self._response_wanted = False
             self._request_response(out)
+        if self._goodbye is not None:
+            self._check_goodbye(now, out)
 
     def _on_model_error(self, ev: rt.ModelError, out: list[Action]) -> None:
         self.stats.model_errors += 1
@@ -549,6 +641,171 @@ class CallCore:
             return
         self.transcript.append({"who": who, "text": text})
         out.append(Note(NoteKind.TRANSCRIPT, {"who": who, "text": text}))
+
+    # --- tools -------------------------------------------------------------------------------
+    def call_details(self) -> dict[str, Any]:
+        """The ``call`` object tools and webhooks receive."""
+        return {
+            "id": self.call_id,
+            "call_sid": self.call_sid,
+            "stream_sid": self.stream_sid,
+            "profile": self.profile,
+            "from": self.parameters.get("from"),
+            "to": self.parameters.get("to"),
+            "parameters": dict(self.parameters),
+        }
+
+    def _on_function_call(self, ev: rt.FunctionCallDone, now: float, out: list[Action]) -> None:
+        if ev.call_id in self._answered_calls or self.tools is None:
+            return  # reported twice (arguments.done and output_item.done): handled once
+        self._answered_calls.add(ev.call_id)
+        self.stats.tool_calls += 1
+        call = _ToolCall(ev.call_id, ev.name, ev.response_id, now)
+        if ev.response_id in self._muted_responses:
+            # The caller talked over the answer that made this call: it is stale.
+            self._tool_output(call, ToolOutcome.CANCELLED, "The call was not made: the caller interrupted.", now, out)
+            return
+        checked = self.tools.check(ev.name, ev.arguments)
+        if isinstance(checked, Refused):
+            self._tool_output(call, checked.outcome, checked.message, now, out)
+            return
+        call.arguments = checked.arguments
+        self._tool_calls[ev.call_id] = call
+        out.append(Note(NoteKind.TOOL_CALL, {"tool": ev.name, "call_id": ev.call_id, **self._arguments(checked)}))
+        if checked.kind == "webhook":
+            out.append(CallTool(self.tools.request(checked, ev.call_id, self.call_details())))
+        else:
+            self._start_goodbye(call, checked, now, out)
+
+    def _arguments(self, checked: Checked) -> dict[str, Any]:
+        # The caller's words can be in the arguments: kept only where transcripts are.
+        return {"arguments": checked.arguments} if self.settings.log.transcripts else {}
+
+    def on_tool_result(self, call_id: str, result: HttpResult, now: float) -> list[Action]:
+        """A webhook tool call finished (answered, failed or timed out)."""
+        out: list[Action] = []
+        call = self._tool_calls.get(call_id)
+        if call is None or self.tools is None or self.ending is not None:
+            return out
+        text = output_text(call.name, result, self.settings.tools.max_output_bytes)
+        self._tool_output(call, outcome_of(result), text, now, out, status=result.status, detail=result.detail)
+        return out
+
+    def _tool_output(
+        self,
+        call: _ToolCall,
+        outcome: ToolOutcome,
+        text: str,
+        now: float,
+        out: list[Action],
+        *,
+        status: int | None = None,
+        detail: str = "",
+        follow_up: bool = True,
+    ) -> None:
+        """Give the model a call's output; once every call of that response has one, ask it to go on."""
+        self._tool_calls.pop(call.call_id, None)
+        out.append(SendModel(rt.dumps(rt.function_call_output(call.call_id, text))))
+        duration = max(0.0, now - call.started_at)
+        entry: dict[str, Any] = {
+            "tool": call.name,
+            "call_id": call.call_id,
+            "outcome": outcome,
+            "duration_ms": round(duration * 1000, 1),
+        }
+        if status is not None:
+            entry["status"] = status
+        if detail:
+            entry["detail"] = detail
+        if call.arguments is not None and self.settings.log.transcripts:
+            entry["arguments"] = call.arguments
+        self.tool_log.append(entry)
+        out.append(Note(NoteKind.TOOL_RESULT, {**entry, "seconds": duration}))
+        if follow_up and outcome is not ToolOutcome.CANCELLED:
+            self._follow_ups.add(call.response_id)
+        self._follow_up(call.response_id, out)
+
+    def _follow_up(self, response_id: str, out: list[Action]) -> None:
+        # One response.create per response that made tool calls, once it is done and every call
+        # it made has its output (a success or a failure alike).
+        if response_id not in self._follow_ups or response_id not in self._done_responses:
+            return
+        if any(c.response_id == response_id for c in self._tool_calls.values()):
+            return
+        self._follow_ups.discard(response_id)
+        if self._goodbye is None:
+            self._request_response(out)
+
+    def _start_goodbye(self, call: _ToolCall, checked: Checked, now: float, out: list[Action]) -> None:
+        if self._goodbye is not None:
+            self._tool_output(call, ToolOutcome.OK, "Already ending the call.", now, out, follow_up=False)
+            return
+        deadline = now + self.settings.tools.goodbye_timeout_s
+        if checked.kind == END_CALL:
+            reason = str(checked.arguments.get("reason") or "the conversation is over")
+            self._goodbye = _Goodbye(EndReason.AGENT_HANGUP, reason, call.call_id, deadline)
+            # Answered at once; no new response: what the model already said is its goodbye.
+            text = "The call will end as soon as the caller has heard you. Do not say anything more."
+            self._tool_output(call, ToolOutcome.OK, text, now, out, follow_up=False)
+        else:
+            assert self.tools is not None
+            name = str(checked.arguments["target"])
+            target = self.tools.transfer_targets[name]
+            self._goodbye = _Goodbye(EndReason.TRANSFERRED, name, call.call_id, deadline, target)
+            # Its output waits for the carrier's answer: a failed transfer is told to the model.
+        self._check_goodbye(now, out)
+
+    def _check_goodbye(self, now: float, out: list[Action]) -> None:
+        goodbye = self._goodbye
+        if goodbye is None or goodbye.requested or self.ending is not None:
+            return
+        responding = self._response_id is not None or self._create_in_flight
+        heard = not responding and self._tracker.pending_marks == 0 and not self._tracker.is_playing(now)
+        if not heard and now < goodbye.deadline:
+            return
+        if goodbye.kind is EndReason.AGENT_HANGUP:
+            self.end(EndReason.AGENT_HANGUP, goodbye.detail, out)
+            return
+        assert goodbye.target is not None
+        request = self.carrier.transfer(self._carrier_call(), goodbye.target)
+        goodbye.requested = True
+        out.append(Transfer(goodbye.detail, request))
+
+    def _carrier_call(self) -> tel.CallIds:
+        return tel.CallIds(self.call_sid or "", self.stream_sid or "", self._account_sid)
+
+    def on_transfer_result(self, result: HttpResult, now: float) -> list[Action]:
+        """The carrier answered the transfer request: the call moves (a stop follows) or goes on."""
+        out: list[Action] = []
+        goodbye = self._goodbye
+        if goodbye is None or goodbye.kind is not EndReason.TRANSFERRED or self.ending is not None:
+            return out
+        call = self._tool_calls.get(goodbye.call_id)
+        if result.ok:
+            if call is not None:
+                self._tool_output(call, ToolOutcome.OK, f"Transferred to {goodbye.detail}.", now, out, follow_up=False)
+            # The carrier stops the stream itself; if it does not, the call still ends in time.
+            goodbye.deadline = now + self.settings.tools.goodbye_timeout_s
+            return out
+        self._goodbye = None
+        why = f"HTTP status {result.status}" if result.status is not None else (result.detail or "no answer")
+        if call is not None:
+            text = f"The transfer to {goodbye.detail} failed ({why}). Tell the caller and carry on helping them."
+            self._tool_output(call, ToolOutcome.HTTP_ERROR if result.status else ToolOutcome.UNREACHABLE, text,
+                              now, out, status=result.status, detail=result.detail)
+        return out
+
+    def _mcp_note(self, item_id: str, kind: str, status: str, error: str | None, out: list[Action]) -> None:
+        _, server, name = self._mcp_items.get(item_id, (kind, None, None))
+        entry: dict[str, Any] = {"kind": kind, "status": status, "server_label": server, "item_id": item_id}
+        if name:
+            entry["tool"] = name
+        if error:
+            entry["error"] = error
+        if entry in self.mcp_log:
+            return  # the failure was already reported by the item
+        self.mcp_log.append(entry)
+        out.append(Note(NoteKind.MCP, entry))
 
     # --- barge-in ----------------------------------------------------------------------------
     def barge_in(self, now: float, out: list[Action]) -> bool:
@@ -602,4 +859,10 @@ class CallCore:
             self.end(EndReason.TIMEOUT, "maximum call duration reached", out, CloseCode.NORMAL)
         elif now - self.last_carrier_at > server.idle_timeout_s:
             self.end(EndReason.TIMEOUT, "no message from the carrier", out)
+        elif self._goodbye is not None:
+            goodbye = self._goodbye
+            if goodbye.requested and now >= goodbye.deadline:
+                self.end(goodbye.kind, goodbye.detail, out)  # transferred, but the carrier kept the stream
+            else:
+                self._check_goodbye(now, out)
         return out

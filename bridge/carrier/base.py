@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bridge.httpmsg import HttpRequest
+
 
 @dataclass(frozen=True, slots=True)
 class Connected:
@@ -129,6 +131,15 @@ class CallDetails:
 
 
 @dataclass(frozen=True, slots=True)
+class CallIds:
+    """The carrier's identifiers of a live call, as its ``start`` message gave them."""
+
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """The document that answers the carrier's voice webhook."""
 
@@ -172,4 +183,14 @@ class Carrier(Protocol):
 
     def verify_upgrade(self, request: InboundRequest) -> bool:
         """The media WebSocket upgrade request is authentic (always True when verification is off)."""
+        ...
+
+    @property
+    def can_transfer(self) -> bool:
+        """True when :meth:`transfer` can move a live call (the carrier has an API for it, configured)."""
+        ...
+
+    def transfer(self, call: CallIds, destination: str) -> HttpRequest:
+        """The request to the carrier's API that moves the live call to ``destination`` (a number,
+        a ``sip:`` URI or a ``client:`` name). Only called when :attr:`can_transfer` is True."""
         ...

@@ -11,14 +11,17 @@ templates made once per call, so the hot path is two string concatenations.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from bridge.carrier import twiml
 from bridge.carrier.base import (
     Answer,
     CallDetails,
+    CallIds,
     CarrierError,
     CarrierEvent,
     Connected,
@@ -29,6 +32,7 @@ from bridge.carrier.base import (
     Start,
     Stop,
 )
+from bridge.httpmsg import HttpRequest
 
 _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 
@@ -161,11 +165,22 @@ class Twilio:
     # messages matching any remaining mark messages from your server."
     marks_echoed_on_clear = True
 
-    def __init__(self, auth_token: str | None = None, *, verify: bool = False) -> None:
+    def __init__(
+        self,
+        auth_token: str | None = None,
+        *,
+        verify: bool = False,
+        api_base_url: str = "https://api.twilio.com",
+        account_sid: str | None = None,
+        api_key: tuple[str, str] | None = None,
+    ) -> None:
         if verify and not auth_token:
             raise ValueError("Twilio signature checks need the auth token")
         self._token = auth_token
         self._verify = verify
+        self._api_base_url = api_base_url.rstrip("/")
+        self._account_sid = account_sid
+        self._api_key = api_key  # (key SID, key secret): REST credentials instead of the auth token
 
     def parse(self, message: str | bytes) -> CarrierEvent:
         return parse(message)
@@ -195,3 +210,23 @@ class Twilio:
             return True
         assert self._token is not None
         return twiml.signature_valid(self._token, request.url, {}, request.headers.get("x-twilio-signature"))
+
+    @property
+    def can_transfer(self) -> bool:
+        return self._api_key is not None or self._token is not None
+
+    def transfer(self, call: CallIds, destination: str) -> HttpRequest:
+        """Redirect the live call to new TwiML that dials ``destination`` (Twilio then stops the stream).
+
+        https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource
+        """
+        account = self._account_sid or call.account_sid
+        user, password = self._api_key or (account, self._token or "")
+        credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+        body = urlencode({"Twiml": twiml.dial(destination)}).encode()
+        path = f"/2010-04-01/Accounts/{quote(account, safe='')}/Calls/{quote(call.call_sid, safe='')}.json"
+        headers = (
+            ("Authorization", f"Basic {credentials}"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        )
+        return HttpRequest("POST", self._api_base_url + path, headers, body, timeout_s=10.0)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 # Twilio: "The combined length of each <Parameter> name and value must be under 500 characters."
 MAX_PARAMETER_LENGTH = 499
@@ -58,6 +58,17 @@ def connect_stream(url: str, parameters: Mapping[str, str]) -> str:
         '<?xml version="1.0" encoding="UTF-8"?>'
         f"<Response><Connect><Stream url={quoteattr(url)}>{''.join(params)}</Stream></Connect></Response>"
     )
+
+
+def dial(destination: str) -> str:
+    """``<Response><Dial>`` for a transfer: a number, a ``sip:`` URI or a ``client:`` name."""
+    if destination.startswith(("sip:", "sips:")):
+        noun = f"<Sip>{escape(destination)}</Sip>"
+    elif destination.startswith("client:"):
+        noun = f"<Client>{escape(destination.removeprefix('client:'))}</Client>"
+    else:
+        noun = f"<Number>{escape(destination)}</Number>"
+    return f"<Response><Dial>{noun}</Dial></Response>"
 
 
 def compute_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:

@@ -87,6 +87,38 @@ class OutputTranscript:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCallDone:
+    """The model finished a function call's arguments (``response.function_call_arguments.done``,
+    or the ``function_call`` item of ``response.output_item.done``; the core dedupes by call_id)."""
+
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it: untrusted
+
+
+@dataclass(frozen=True, slots=True)
+class McpItem:
+    """An MCP item the API created (``mcp_list_tools`` or ``mcp_call``): names the server and tool."""
+
+    item_id: str
+    kind: str  # "mcp_list_tools" | "mcp_call"
+    server_label: str
+    name: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class McpProgress:
+    """``mcp_list_tools.*`` and ``response.mcp_call.*`` status events."""
+
+    item_id: str
+    kind: str  # "list_tools" | "call"
+    status: str  # "in_progress" | "completed" | "failed"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelError:
     code: str
     message: str
@@ -120,6 +152,9 @@ ModelEvent = (
     | ItemTruncated
     | InputTranscript
     | OutputTranscript
+    | FunctionCallDone
+    | McpItem
+    | McpProgress
     | ModelError
     | Malformed
     | Ignored
@@ -191,6 +226,15 @@ def _map(kind: str, ev: dict[str, Any]) -> ModelEvent:
         )
     if kind == "response.output_audio_transcript.done":
         return OutputTranscript(_s(ev, "item_id"), _s(ev, "transcript"))
+    if kind == "response.function_call_arguments.done":
+        return FunctionCallDone(
+            _s(ev, "response_id"), _s(ev, "item_id"), _s(ev, "call_id"), _s(ev, "name"), _s(ev, "arguments")
+        )
+    if kind in _ITEM_EVENTS:
+        return _item(kind, ev)
+    if kind in _MCP_PROGRESS:
+        what, status = _MCP_PROGRESS[kind]
+        return McpProgress(_s(ev, "item_id"), what, status)
     if kind == "session.updated":
         session = ev["session"]
         if not isinstance(session, dict):
@@ -208,6 +252,43 @@ def _map(kind: str, ev: dict[str, Any]) -> ModelEvent:
             type=str(err.get("type") or "error"),
             param=err.get("param") if isinstance(err.get("param"), str) else None,
             event_id=err.get("event_id") if isinstance(err.get("event_id"), str) else None,
+        )
+    return Ignored(kind, ev)
+
+
+_ITEM_EVENTS = frozenset(
+    {"response.output_item.done", "conversation.item.done", "conversation.item.added", "conversation.item.created"}
+)
+_MCP_PROGRESS = {
+    "mcp_list_tools.in_progress": ("list_tools", "in_progress"),
+    "mcp_list_tools.completed": ("list_tools", "completed"),
+    "mcp_list_tools.failed": ("list_tools", "failed"),
+    "response.mcp_call.in_progress": ("call", "in_progress"),
+    "response.mcp_call.completed": ("call", "completed"),
+    "response.mcp_call.failed": ("call", "failed"),
+}
+
+
+def _item(kind: str, ev: dict[str, Any]) -> ModelEvent:
+    """The items a call cares about: function calls (done) and MCP items; others are ignored."""
+    item = ev["item"]
+    if not isinstance(item, dict):
+        raise TypeError("item")
+    item_type = item.get("type")
+    if item_type == "function_call" and kind == "response.output_item.done":
+        return FunctionCallDone(
+            _s(ev, "response_id"), _s(item, "id"), _s(item, "call_id"), _s(item, "name"), _s(item, "arguments")
+        )
+    if item_type in ("mcp_list_tools", "mcp_call"):
+        error = item.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        name = item.get("name")
+        return McpItem(
+            _s(item, "id"),
+            item_type,
+            _s(item, "server_label"),
+            name if isinstance(name, str) else None,
+            message if isinstance(message, str) else (str(error) if error else None),
         )
     return Ignored(kind, ev)
 
@@ -257,4 +338,12 @@ def user_text(text: str) -> dict[str, Any]:
     return {
         "type": "conversation.item.create",
         "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    }
+
+
+def function_call_output(call_id: str, output: str) -> dict[str, Any]:
+    """The answer to one of the model's function calls."""
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": call_id, "output": output},
     }

@@ -42,9 +42,9 @@ def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
 
 
 def build_session_update(
-    settings: SessionSettings, parameters: Mapping[str, str] | None = None
+    settings: SessionSettings, parameters: Mapping[str, str] | None = None, tools: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The ``session.update`` client event for one call."""
+    """The ``session.update`` client event for one call; ``tools`` adds ``tools``/``tool_choice``."""
     fmt = AUDIO_FORMATS[settings.audio_format]
     audio_in: dict[str, Any] = {
         "format": dict(fmt),
@@ -65,6 +65,7 @@ def build_session_update(
             "output": {"format": dict(fmt), "voice": settings.voice},
         },
     }
+    session.update(tools or {})
     return {"type": "session.update", "session": session}
 
 

@@ -528,26 +528,49 @@ AZURE_KEY = "azure-api-key-SECRET-9999"
 
 def test_masked_dump_never_contains_secret_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_REALTIME__EXTRA_HEADERS", json.dumps({"api-key": AZURE_KEY, "X-Other": AZURE_KEY}))
+    tool = {"name": "crm", "url": "https://crm.example/lookup", "headers": {"Authorization": {"env": "CRM_TOKEN"}}}
+    monkeypatch.setenv("BRIDGE_REALTIME__TOOLS", json.dumps([tool]))
     settings = load_settings(None)
+    crm_token, tools_secret, key_secret = "crm-token-0123456789", "tools-secret-0123456789", "key-secret-0123456789"
     secrets = load_secrets(
-        settings, {"OPENAI_API_KEY": OPENAI_KEY, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN}
+        settings,
+        {
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "BRIDGE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "CRM_TOKEN": crm_token,
+            "BRIDGE_TOOLS_SECRET": tools_secret,
+            "TWILIO_API_KEY_SECRET": key_secret,
+        },
     )
+    assert secrets.resolve(settings.realtime.tools[0].headers["Authorization"]) == crm_token
     dumped = masked_dump(settings, secrets)
     text = json.dumps(dumped)
-    for secret in (OPENAI_KEY, TWILIO_TOKEN, ADMIN_TOKEN, AZURE_KEY):
+    for secret in (OPENAI_KEY, TWILIO_TOKEN, ADMIN_TOKEN, AZURE_KEY, crm_token, tools_secret, key_secret):
         assert secret not in text
     # Present, but masked: an operator can still see what is configured.
     assert dumped["secrets"] == {
         "openai_api_key": "********",
         "twilio_auth_token": "********",
         "admin_token": "********",
+        "tools_secret": "********",
+        "twilio_api_key_secret": "********",
+        "references": ["$CRM_TOKEN"],
     }
+    assert dumped["realtime"]["tools"][0]["headers"] == {"Authorization": {"env": "CRM_TOKEN", "file": None}}
     assert dumped["realtime"]["extra_headers"] == {"api-key": "********", "X-Other": "********"}
 
 
 def test_masked_dump_shows_absent_secrets_as_null() -> None:
     dumped = masked_dump(load_settings(None), NO_SECRETS)
-    assert dumped["secrets"] == {"openai_api_key": None, "twilio_auth_token": None, "admin_token": None}
+    assert dumped["secrets"] == {
+        "openai_api_key": None,
+        "twilio_auth_token": None,
+        "admin_token": None,
+        "tools_secret": None,
+        "twilio_api_key_secret": None,
+        "references": [],
+    }
     assert dumped["server"]["port"] == 8080
     assert dumped["realtime"]["turn_detection"]["type"] == "server_vad"
 

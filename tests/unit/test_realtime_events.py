@@ -303,11 +303,16 @@ def test_error_event_with_unusable_body_is_still_an_error(error: Any) -> None:
 # --- unknown and malformed ----------------------------------------------------------------
 
 
+def test_items_other_than_function_calls_and_mcp_are_ignored() -> None:
+    raw = {"type": "conversation.item.added", "event_id": "e", "item": {"id": "item_1", "type": "message"}}
+    got = _parse(raw)
+    assert isinstance(got, ev.Ignored) and got.event_type == "conversation.item.added"
+
+
 @pytest.mark.parametrize(
     "kind",
     [
         "rate_limits.updated",
-        "conversation.item.added",
         "response.output_audio_transcript.delta",
         "input_audio_buffer.timeout_triggered",
         "some.future.event",
