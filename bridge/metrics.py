@@ -81,6 +81,7 @@ __all__ = [
     "dtmf_total",
     "frames_total",
     "mark_worker_dead",
+    "mcp_events_total",
     "metric_types",
     "model_errors_total",
     "multiprocess_enabled",
@@ -89,6 +90,8 @@ __all__ = [
     "render_latest",
     "response_latency_seconds",
     "tokens_total",
+    "tool_calls_total",
+    "tool_duration_seconds",
     "turns_total",
     "upstream_connect_seconds",
     "worker_restarts_total",
@@ -228,6 +231,26 @@ call_cost_per_minute_usd: Histogram = Histogram(
 )
 
 # ---------------------------------------------------------------------------------------------
+# Tools
+
+tool_calls_total: Counter = Counter(
+    "bridge_tool_calls_total",
+    "Function tool calls the model made, by tool and outcome (ok, http_error, timeout, ...).",
+    ["tool", "outcome"],
+)
+tool_duration_seconds: Histogram = Histogram(
+    "bridge_tool_duration_seconds",
+    "From the model's function call to its output, in seconds, by tool.",
+    ["tool"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0),
+)
+mcp_events_total: Counter = Counter(
+    "bridge_mcp_events_total",
+    "MCP tool listings and calls made by the Realtime API, by server, kind and status.",
+    ["server_label", "kind", "status"],
+)
+
+# ---------------------------------------------------------------------------------------------
 # Processes and admin (supervisor side)
 
 workers_alive: Gauge = Gauge(
@@ -265,6 +288,9 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     call_cost_per_minute_usd,
     dtmf_total,
     turns_total,
+    tool_calls_total,
+    tool_duration_seconds,
+    mcp_events_total,
     workers_alive,
     worker_restarts_total,
     admin_requests_total,

@@ -16,7 +16,7 @@ from bridge.vocabulary import EndReason
 
 from .meter import CostBreakdown
 
-__all__ = ["SCALAR_FIELDS", "CallRecord", "CallStatus", "EndReason"]
+__all__ = ["JSON_FIELDS", "SCALAR_FIELDS", "CallRecord", "CallStatus", "EndReason"]
 
 # Prefix of the warnings that come from the cost breakdown; apply_cost replaces exactly these,
 # so a refreshed cost does not pile up stale copies while other warnings are kept.
@@ -46,9 +46,13 @@ class CallRecord:
     ended_at: float | None = None
     duration_s: float = 0.0
     end_reason: EndReason | None = None
+    end_detail: str | None = None  # the agent's reason to hang up, the transfer target, what failed
     status: CallStatus = CallStatus.LIVE
+    carrier: str | None = None
     turns: int = 0
     barge_ins: int = 0
+    reconnects: int = 0  # model sessions replaced after the socket was lost
+    handovers: int = 0  # model sessions replaced before they aged out
     tokens: dict[str, int] = field(default_factory=dict)
     cost_model_usd: float | None = None
     cost_transcription_usd: float | None = None
@@ -57,6 +61,9 @@ class CallRecord:
     cost_per_minute_usd: float | None = None
     warnings: list[str] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # name, outcome, duration (+ arguments)
+    mcp: list[dict[str, Any]] = field(default_factory=list)  # MCP listings and calls the API made
+    session_events: list[dict[str, Any]] = field(default_factory=list)  # reconnects and handovers
     updated_at: float = 0.0
 
     def __post_init__(self) -> None:
@@ -69,8 +76,9 @@ class CallRecord:
         if self.status is CallStatus.LIVE:
             self.duration_s = max(0.0, now - self.started_at)
 
-    def end(self, reason: EndReason, ended_at: float) -> None:
+    def end(self, reason: EndReason, ended_at: float, detail: str | None = None) -> None:
         self.end_reason = EndReason(reason)
+        self.end_detail = detail or None
         self.status = CallStatus.ENDED
         self.ended_at = ended_at
         self.duration_s = max(0.0, ended_at - self.started_at)
@@ -92,9 +100,9 @@ class CallRecord:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["end_reason"] = None if self.end_reason is None else self.end_reason.value
         out["status"] = self.status.value
-        out["tokens"] = dict(self.tokens)
-        out["warnings"] = list(self.warnings)
-        out["transcript"] = [dict(t) for t in self.transcript]
+        for name in JSON_FIELDS:
+            value = getattr(self, name)
+            out[name] = dict(value) if isinstance(value, dict) else [_copy(v) for v in value]
         return out
 
     @classmethod
@@ -109,7 +117,11 @@ class CallRecord:
         return cls(**kwargs)
 
 
+def _copy(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value
+
+
+#: Fields holding a list or a dict (stored as JSON text).
+JSON_FIELDS: tuple[str, ...] = ("tokens", "warnings", "transcript", "tool_calls", "mcp", "session_events")
 # Fields with one value each (no lists or dicts): the columns of the CSV export and of the store.
-SCALAR_FIELDS: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(CallRecord) if f.name not in ("tokens", "warnings", "transcript")
-)
+SCALAR_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CallRecord) if f.name not in JSON_FIELDS)

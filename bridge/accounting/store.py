@@ -22,19 +22,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from .records import SCALAR_FIELDS, CallRecord, CallStatus, EndReason
+from .records import JSON_FIELDS, SCALAR_FIELDS, CallRecord, CallStatus, EndReason
 
 __all__ = ["SCHEMA_VERSION", "RecordStore", "SqliteRecordStore", "StoreError"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _WAL_RETRY_MS = 20
 
-_JSON_FIELDS = ("tokens", "warnings", "transcript")
+_JSON_FIELDS = JSON_FIELDS
 _COLUMNS: tuple[str, ...] = SCALAR_FIELDS + _JSON_FIELDS
 
 # Separate statements (not one script) so the schema runs inside our own BEGIN IMMEDIATE:
-# executescript() would commit first.
-_SCHEMA: tuple[str, ...] = ("""
+# executescript() would commit first. _MIGRATIONS[n] takes a database from version n to n + 1.
+_SCHEMA_V1: tuple[str, ...] = ("""
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY,
     call_sid TEXT,
@@ -67,6 +67,35 @@ CREATE TABLE IF NOT EXISTS calls (
     # mark_lost looks only at live calls; a partial index keeps that cheap however many ended.
     "CREATE INDEX IF NOT EXISTS calls_live ON calls (worker) WHERE status = 'live'",
 )
+_SCHEMA_V2: tuple[str, ...] = (
+    "ALTER TABLE calls ADD COLUMN end_detail TEXT",
+    "ALTER TABLE calls ADD COLUMN carrier TEXT",
+    "ALTER TABLE calls ADD COLUMN reconnects INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE calls ADD COLUMN handovers INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE calls ADD COLUMN tool_calls TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE calls ADD COLUMN mcp TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE calls ADD COLUMN session_events TEXT NOT NULL DEFAULT '[]'",
+    # Call webhooks waiting to be delivered (an outbox): written in the same transaction as the
+    # record change that caused them, delivered at least once by a sender, kept afterwards.
+    """
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    type TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL,
+    PRIMARY KEY (event_id, endpoint)
+)""",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE status = 'pending'",
+)
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
 class StoreError(Exception):
@@ -180,10 +209,10 @@ class SqliteRecordStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                for statement in _SCHEMA:
+            for step in _MIGRATIONS[version:]:
+                for statement in step:
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -300,7 +329,7 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
     must not hide all the others from ``bridge cdr``."""
     data = dict(zip(_COLUMNS, row, strict=True))
     problems: list[str] = []
-    defaults: dict[str, Any] = {"tokens": {}, "warnings": [], "transcript": []}
+    defaults: dict[str, Any] = {name: {} if name == "tokens" else [] for name in _JSON_FIELDS}
     for name in _JSON_FIELDS:
         try:
             value = json.loads(data[name]) if data[name] is not None else defaults[name]

@@ -56,6 +56,7 @@ def snapshot(core: CallCore, meta: CallMeta, now: float) -> dict[str, Any]:
         "frames_out": core.stats.frames_out,
         "barge_ins": core.stats.barge_ins,
         "turns": core.stats.turns,
+        "tools_pending": core.tools_pending,
         "cost_usd": _cost_usd(core, now),
         "worker": meta.worker,
     }
@@ -77,6 +78,7 @@ def summary(core: CallCore, now: float) -> dict[str, Any]:
         "barge_ins": stats.barge_ins,
         "barge_in_reaction_ms": [round(x * 1000, 2) for x in stats.barge_in_reactions],
         "dtmf": stats.dtmf,
+        "tool_calls": stats.tool_calls,
         "audio_errors": stats.audio_errors,
         "protocol_errors": stats.protocol_errors,
         "model_errors": stats.model_errors,
@@ -103,9 +105,12 @@ def fill_record(
     record.model = session.model if session else None
     record.carrier_format = _carrier_format(core)
     record.session_format = session.audio_format if session else None
+    record.carrier = core.carrier.name
     record.turns = core.stats.turns
     record.barge_ins = core.stats.barge_ins
     record.transcript = list(core.transcript)
+    record.tool_calls = list(core.tool_log)
+    record.mcp = list(core.mcp_log)
     for warning in core.warnings:
         if warning not in record.warnings:
             record.warnings.append(warning)
@@ -113,7 +118,7 @@ def fill_record(
     if core.meter is not None:
         record.apply_cost(core.meter.cost(duration), core.meter.tokens())
     if final:
-        record.end(core.end_reason or EndReason.BRIDGE_ERROR, ended_wall or wall)
+        record.end(core.end_reason or EndReason.BRIDGE_ERROR, ended_wall or wall, core.end_detail)
         record.duration_s = round(duration, 3)
     else:
         record.touch(wall)

@@ -27,16 +27,20 @@ from bridge.call import readout
 from bridge.call.core import (
     Action,
     CallCore,
+    CallTool,
     ConnectModel,
     EndCall,
     Note,
     SendCarrier,
     SendModel,
+    Transfer,
 )
 from bridge.call.readout import CallMeta
 from bridge.carrier.base import Carrier
 from bridge.carrier.twilio import Twilio
 from bridge.config import Secrets, Settings
+from bridge.httpmsg import Failure, HttpRequest, HttpResult
+from bridge.outbound import Outbound
 from bridge.realtime import events as rt
 from bridge.realtime.client import UpstreamConnectError, connect
 from bridge.vocabulary import CallState, EndReason, NoteKind, Side
@@ -90,6 +94,7 @@ class WorkerContext:
     worker_id: int | None = None
     calls: dict[str, CallRunner] = field(default_factory=dict)
     draining: bool = False
+    outbound: Outbound | None = None  # the worker's HTTP client (tools, transfers), set by run_worker
 
 
 class CallRunner:
@@ -106,7 +111,7 @@ class CallRunner:
         # context's for new calls only.
         self.settings = ctx.settings
         self.secrets = ctx.secrets
-        self.core = CallCore(self.settings, self.call_id, trio.current_time(), dialect or Twilio())
+        self.core = CallCore(self.settings, self.call_id, trio.current_time(), dialect or Twilio(), self.secrets)
         self.model_ws: WebSocketConnection | None = None
         self._nursery: trio.Nursery | None = None
         self._connect_started: float | None = None
@@ -248,11 +253,32 @@ class CallRunner:
                     self._nursery.start_soon(self._model_task, action.model)
                     # The record exists from the moment the call is known, so a crash still leaves it.
                     self._nursery.start_soon(self.ctx.hooks.save_record, self, False)
+                elif isinstance(action, CallTool):
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._call_tool, action)
+                elif isinstance(action, Transfer):
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._transfer, action)
                 elif isinstance(action, EndCall):
                     await self._close(action)
         finally:
             if held is not None:
                 held.release()
+
+    async def _http(self, request: HttpRequest) -> HttpResult:
+        outbound = self.ctx.outbound
+        if outbound is None:  # only a context built by hand (tests) lacks one
+            return HttpResult(0.0, failure=Failure.UNREACHABLE, detail="no HTTP client in this worker")
+        return await outbound.send(request)
+
+    async def _call_tool(self, action: CallTool) -> None:
+        # Runs in the call's nursery: when the call ends, the request is cancelled with it.
+        result = await self._http(action.request.http)
+        await self._do(self.core.on_tool_result(action.request.call_id, result, trio.current_time()))
+
+    async def _transfer(self, action: Transfer) -> None:
+        result = await self._http(action.request)
+        await self._do(self.core.on_transfer_result(result, trio.current_time()))
 
     async def _send_model(self, action: SendModel) -> None:
         if self.model_ws is None:

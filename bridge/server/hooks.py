@@ -19,6 +19,7 @@ from bridge.accounting.store import RecordStore
 from bridge.call import readout
 from bridge.call.core import Note
 from bridge.call.runner import CallRunner
+from bridge.vocabulary import NoteKind
 
 log = structlog.get_logger("bridge.hooks")
 
@@ -49,22 +50,28 @@ class WorkerHooks:
 
     def note(self, call: CallRunner, note: Note) -> None:
         f = note.fields
-        name = note.kind
-        if name == "carrier_error":
+        kind = note.kind
+        if kind is NoteKind.CARRIER_ERROR:
             metrics.protocol_errors_total.labels(source="carrier", kind=f.get("kind", "unknown")).inc()
-        elif name == "model_protocol_error":
+        elif kind is NoteKind.MODEL_PROTOCOL_ERROR:
             metrics.protocol_errors_total.labels(source="model", kind="malformed_event").inc()
-        elif name == "audio_error":
+        elif kind is NoteKind.AUDIO_ERROR:
             metrics.audio_errors_total.labels(kind=f.get("kind", "unknown")).inc()
-        elif name == "model_error":
+        elif kind is NoteKind.MODEL_ERROR:
             metrics.model_errors_total.labels(code=str(f.get("code", "unknown"))[:64]).inc()
-        elif name == "barge_in":
+        elif kind is NoteKind.BARGE_IN:
             metrics.barge_ins_total.inc()
-        elif name == "response_latency":
+        elif kind is NoteKind.RESPONSE_LATENCY:
             metrics.response_latency_seconds.observe(f["seconds"])
-        elif name == "dtmf":
+        elif kind is NoteKind.DTMF:
             metrics.dtmf_total.inc()
-        elif name == "response_done" and f.get("status") == "completed":
+        elif kind is NoteKind.TOOL_RESULT:
+            metrics.tool_calls_total.labels(tool=f["tool"], outcome=f["outcome"]).inc()
+            metrics.tool_duration_seconds.labels(tool=f["tool"]).observe(f["seconds"])
+        elif kind is NoteKind.MCP:
+            server = str(f.get("server_label") or "unknown")[:64]
+            metrics.mcp_events_total.labels(server_label=server, kind=f["kind"], status=f["status"]).inc()
+        elif kind is NoteKind.RESPONSE_DONE and f.get("status") == "completed":
             metrics.turns_total.inc()
             self.flush(call)
 

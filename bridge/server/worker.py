@@ -11,6 +11,7 @@ import structlog
 import trio
 
 from bridge.call.runner import WorkerContext
+from bridge.outbound import Outbound
 from bridge.server.frontdoor import FrontDoor
 from bridge.vocabulary import EndReason
 
@@ -84,7 +85,9 @@ async def run_worker(
     ``server.drain_timeout_s``, end the rest cleanly (their records say ``drain``)."""
     door = FrontDoor(ctx)
     stop = trio.Event() if stop is None else stop
-    async with trio.open_nursery() as connections:
+    secret = ctx.secrets.tools_secret
+    async with Outbound(secret.get_secret_value() if secret else None) as outbound, trio.open_nursery() as connections:
+        ctx.outbound = outbound
         async with trio.open_nursery() as acceptors:
             await acceptors.start(partial(serve_listeners, door.handle, public, connections))
             for handler, listeners in extra:

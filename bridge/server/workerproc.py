@@ -151,6 +151,9 @@ class WorkerProcess:
         # Live calls keep the settings their CallCore captured at start; only new calls see these.
         self.ctx.settings = settings
         self.ctx.secrets = secrets
+        if self.ctx.outbound is not None:
+            tools_secret = secrets.tools_secret
+            self.ctx.outbound.signing_secret = tools_secret.get_secret_value() if tools_secret else None
         bridge_log.setup(settings.log.level, settings.log.format)
         log.info("reloaded", needs_restart=needs_restart or None)
         await self._event({"event": "reloaded", "needs_restart": needs_restart})

@@ -69,7 +69,7 @@ def _exercise_all() -> None:
 def test_all_metrics_lists_every_module_level_metric() -> None:
     defined = {id(v) for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)}
     assert defined == {id(m) for m in metrics.ALL_METRICS}
-    assert len(metrics.ALL_METRICS) == 21
+    assert len(metrics.ALL_METRICS) == 24
 
 
 def test_metric_types_and_naming_conventions() -> None:
@@ -93,6 +93,9 @@ def test_metric_types_and_naming_conventions() -> None:
         "bridge_call_cost_per_minute_usd": "histogram",
         "bridge_dtmf_total": "counter",
         "bridge_turns_total": "counter",
+        "bridge_tool_calls_total": "counter",
+        "bridge_tool_duration_seconds": "histogram",
+        "bridge_mcp_events_total": "counter",
         "bridge_workers_alive": "gauge",
         "bridge_worker_restarts_total": "counter",
         "bridge_admin_requests_total": "counter",

@@ -277,3 +277,33 @@ def test_wal_switch_retries_when_locked(db: Path) -> None:
     # It gives up after about busy_timeout.
     with pytest.raises(sqlite3.OperationalError):
         store._enable_wal(_LockedThenFine(failures=1000))  # type: ignore[arg-type]
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """Records written by the first release survive the upgrade and gain the new fields."""
+    from bridge.accounting.store import _SCHEMA_V1
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO calls (call_id, call_sid, started_at, status, updated_at, end_reason, duration_s) "
+        "VALUES ('old1', 'CA1', 100.0, 'ended', 160.0, 'caller_hangup', 60.0)"
+    )
+    conn.commit()
+    conn.close()
+    with SqliteRecordStore(path) as store:
+        (record,) = store.query()
+        assert (record.call_id, record.end_reason, record.duration_s) == ("old1", "caller_hangup", 60.0)
+        assert (record.reconnects, record.tool_calls, record.carrier) == (0, [], None)
+        fresh = CallRecord(call_id="new1", started_at=200.0, carrier="telnyx", tool_calls=[{"tool": "x"}])
+        fresh.end(EndReason.AGENT_HANGUP, 230.0, "caller said goodbye")
+        store.finish(fresh)
+        got = store.get("new1")
+        assert got is not None
+        assert (got.carrier, got.end_detail, got.tool_calls) == ("telnyx", "caller said goodbye", [{"tool": "x"}])
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
