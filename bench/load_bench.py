@@ -535,7 +535,7 @@ class Bench:
             carrier_cmd = [
                 self.py, str(BENCH / "load_carrier.py"), "--port", str(pub_port), "--calls", str(calls),
                 "--ramp", str(a.ramp), "--warmup", str(a.warmup), "--window", str(window), "--out", str(car_out),
-                "--watch", *watch,
+                "--slot-ms", str(a.slot_ms), "--watch", *watch,
             ]  # fmt: skip
             started = time.monotonic()
             carrier = subprocess.Popen(carrier_cmd, cwd=ROOT, preexec_fn=load_cpu)
@@ -880,12 +880,8 @@ def check_targets(res: Results) -> tuple[list[tuple[str, str, str, str]], bool]:
     return rows, all(r[3] == "met" for r in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--calls", default="10,50,75,100,125,150,175,200", help="comma-separated sweep of concurrent calls")
-    p.add_argument("--targets", default="bridge,baseline", help="bridges to measure (first N: in this order)")
-    p.add_argument("--repeats", type=int, default=1, help="measurements per N and bridge (order alternates)")
-    p.add_argument("--quick", action="store_true", help="10, 50, 100 calls with 8 s windows")
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    """The options of one step (load shape, timing, retries), shared with scale_bench."""
     p.add_argument("--window", type=float, default=20.0, help="measuring window per step, seconds")
     p.add_argument("--warmup", type=float, default=3.0, help="after the last call connected, seconds")
     p.add_argument("--ramp", type=float, default=2.0, help="calls connect spread over this many seconds")
@@ -893,17 +889,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-ms", type=int, default=2000, help="model audio per answer")
     p.add_argument("--answer-every", type=float, default=4.0, help="seconds between answers of one call")
     p.add_argument("--speed", type=float, default=4.0, help="model deltas arrive this much faster than real time")
+    p.add_argument("--slot-ms", type=float, default=1.0, help="the callers' pacer wakes this often (ms)")
+    p.add_argument("--baseline-loop", default="auto", help="uvicorn loop for the baseline (auto = uvloop if installed)")
+    p.add_argument("--wait-quiet", type=float, default=60.0, help="wait up to this long for idle CPUs per step")
+    p.add_argument("--retries", type=int, default=2, help="repeat a step disturbed by other processes")
+
+
+def describe(step: Step) -> str:
+    """One line per measured step, printed as the run goes."""
+    s = step
+    label = "baseline" if s.target == "baseline" else ("bridge" if s.workers == 1 else f"bridge x{s.workers}")
+    per_worker = f" [{' + '.join(f'{c:.2f}' for c in s.per_worker_cores)}]" if len(s.per_worker_cores) > 1 else ""
+    return (
+        f"  {label:8s} N={s.calls:4d}: {s.worker_cores:.3f} cores{per_worker} ({s.per_call:.4f}/call), "
+        f"up p50/p99/max {fmt(s.up, 'p50')}/{fmt(s.up, 'p99')}/{fmt(s.up, 'max')} ms, "
+        f"down {fmt(s.down, 'p50')}/{fmt(s.down, 'p99')}/{fmt(s.down, 'max')} ms, "
+        f"RSS {s.idle_rss_mib:.0f}→{s.worker_rss_mib:.0f} MiB ({s.mem_per_call_mib:.3f}/call), "
+        f"connected {s.connected}/{s.calls} (live at the end {s.active_end}), "
+        f"lost {s.frames_lost}+{s.deltas_lost}, "
+        f"load gens {s.carrier_cores:.2f}+{s.upstream_cores:.2f} cores, "
+        f"error lines {s.bridge_errors}, "
+        f"other load on CPUs {s.other_bridge_cpu:.2f}/{s.other_load_cpu:.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--calls", default="10,50,75,100,125,150,175,200", help="comma-separated sweep of concurrent calls")
+    p.add_argument("--targets", default="bridge,baseline", help="bridges to measure (first N: in this order)")
+    p.add_argument("--repeats", type=int, default=1, help="measurements per N and bridge (order alternates)")
+    p.add_argument("--quick", action="store_true", help="10, 50, 100 calls with 8 s windows")
+    add_load_options(p)
     p.add_argument("--stop-p99-ms", type=float, default=CAPACITY_P99_MS,
                    help="stop sweeping a bridge once its p99 (either way) passes this")  # fmt: skip
     p.add_argument("--bridge-cpu", type=int, default=0, help="the CPU both bridges are pinned to")
     p.add_argument("--load-cpu", type=int, default=1, help="the CPU the load generators are pinned to")
-    p.add_argument("--baseline-loop", default="auto", help="uvicorn loop for the baseline (auto = uvloop if installed)")
     p.add_argument("--profile-calls", type=int, default=100)
     p.add_argument("--profile-seconds", type=float, default=10.0)
     p.add_argument("--profile-target", default="bridge", choices=TARGETS)
     p.add_argument("--no-profile", action="store_true")
-    p.add_argument("--wait-quiet", type=float, default=60.0, help="wait up to this long for idle CPUs per step")
-    p.add_argument("--retries", type=int, default=2, help="repeat a step disturbed by other processes")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     if args.quick:
@@ -933,18 +957,7 @@ def main(argv: list[str] | None = None) -> int:
                 setup = Setup(t, 1, (args.bridge_cpu,), (args.load_cpu,))
                 step = bench.measure(setup, n, args.window)
                 res.add(step)
-                print(
-                    f"  {t:8s} N={n:4d}: {step.worker_cores:.3f} cores ({step.per_call:.4f}/call), "
-                    f"up p50/p99/max {fmt(step.up, 'p50')}/{fmt(step.up, 'p99')}/{fmt(step.up, 'max')} ms, "
-                    f"down {fmt(step.down, 'p50')}/{fmt(step.down, 'p99')}/{fmt(step.down, 'max')} ms, "
-                    f"RSS {step.idle_rss_mib:.0f}→{step.worker_rss_mib:.0f} MiB ({step.mem_per_call_mib:.3f}/call), "
-                    f"connected {step.connected}/{n} (live at the end {step.active_end}), "
-                    f"lost {step.frames_lost}+{step.deltas_lost}, "
-                    f"load gens {step.carrier_cores:.2f}+{step.upstream_cores:.2f} cores, "
-                    f"error lines {step.bridge_errors}, "
-                    f"other load on CPUs {step.other_bridge_cpu:.2f}/{step.other_load_cpu:.2f}",
-                    flush=True,
-                )
+                print(describe(step), flush=True)
         for t in targets:
             if t in stopped or not res.at(t, n):
                 continue
