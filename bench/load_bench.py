@@ -1,29 +1,34 @@
-"""One bridge worker under load: CPU per call and added latency each way, swept over concurrent calls.
+"""One bridge worker under load against the baseline bridge, same run: CPU per call, latency each way,
+memory per call and capacity, swept over concurrent calls; exits 1 when a target of issue 16 is missed.
 
-Run from the repository root (method in bench/README.md, "One worker under load"; results in
-BENCHMARKS.md):
+Run from the repository root (method in bench/README.md, "One worker under load, against the
+baseline"; results in BENCHMARKS.md):
 
-    python bench/load_bench.py                 # sweep 10..300 calls, stops at saturation (~4 min)
-    python bench/load_bench.py --quick         # 10, 50, 100 calls, shorter windows (~1 min)
-    python bench/load_bench.py --calls 50,150 --window 30 --no-profile
+    python bench/load_bench.py --calls 50 --repeats 3 --no-profile     # the targets at 50 calls
+    python bench/load_bench.py --calls 50,75,100,125,150,175,200,250 --no-profile   # capacity sweep
+    python bench/load_bench.py                                          # 10..200 calls and a profile
+    python bench/load_bench.py --quick                                  # 10, 50, 100 calls, 8 s windows
 
-Per step (one value of N) three process groups run, started afresh:
+Per step (one bridge, one value of N) three process groups run, started afresh:
 
-* the bridge as users deploy it: ``python -m bridge serve`` with ``server.workers = 1`` (a supervisor
-  and one worker process), pinned to CPU 0;
-* ``bench/load_upstream.py``: a minimal fake Realtime server (hand-rolled WebSocket framing, so it
-  costs far less than the bridge), pinned to CPU 1. It records when each caller frame arrives and
-  when it sent each model audio delta;
-* ``bench/load_carrier.py``: N Twilio-style calls from one trio process, pinned to CPU 1. It
-  records when it sent each caller frame and when each model delta arrived, and reads the CPU
-  time of the worker over the measuring window.
+* the bridge under test, pinned to CPU 0: either bridge as users deploy it (``python -m bridge
+  serve`` with ``server.workers = 1``: a supervisor and one worker process) or the baseline
+  (``bench/baseline_bridge.py``: FastAPI + uvicorn + websockets, one process);
+* ``bench/load_upstream.py``: a minimal fake Realtime server (one epoll loop, hand-rolled WebSocket
+  framing, so it costs far less than a bridge), pinned to CPU 1. It records when each caller frame
+  arrives and when it sent each model audio delta;
+* ``bench/load_carrier.py``: N Twilio-style calls from one epoll loop, pinned to CPU 1. It records
+  when it sent each caller frame and when each model delta arrived, and reads the CPU time and RSS
+  of the bridge under test over the measuring window.
 
-Frame and delta ids travel inside the μ-law audio (the first 9 bytes: a magic byte and a 64-bit
-id), which the bridge passes through untouched for μ-law ↔ ``audio/pcmu``. ``time.monotonic()``
-(CLOCK_MONOTONIC) is one clock for all processes on Linux, so arrival − send is the time a frame
-spent in loopback TCP and the bridge.
+Both bridges are measured back to back at every N, the order alternating, so that each figure can
+be given as a ratio from one run. Frame and delta ids travel inside the μ-law audio (the first 9
+bytes: a magic byte and a 64-bit id), which both bridges pass through untouched for μ-law ↔
+``audio/pcmu``. ``time.monotonic()`` (CLOCK_MONOTONIC) is one clock for all processes on Linux,
+so arrival − send is the time a frame spent in loopback TCP and the bridge.
 
-This module also holds the helpers the two load processes share (raw WebSocket frames, ids, CPU).
+This module also holds the helpers the load processes and the other load scripts share (raw
+WebSocket frames, ids, CPU, one step of measurement).
 """
 
 from __future__ import annotations
@@ -676,12 +681,21 @@ LAYERS = (
     ("structlog/", "logging"),
     ("prometheus_client/", "metrics"),
     ("sqlite3/", "call records (SQLite)"),
+    # the baseline (bench/baseline_bridge.py)
+    ("asyncio/", "asyncio event loop (and its socket calls)"),
+    ("selectors.py", "asyncio event loop (and its socket calls)"),
+    ("uvloop/", "asyncio event loop (and its socket calls)"),
+    ("uvicorn/", "uvicorn (ASGI server, its WebSocket protocol)"),
+    ("websockets/", "websockets (framing, both sides)"),
+    ("starlette/", "Starlette / FastAPI (ASGI app, middleware)"),
+    ("fastapi/", "Starlette / FastAPI (ASGI app, middleware)"),
+    ("baseline_bridge.py", "the baseline's own code"),
 )
 
 
 def _layer(name: str) -> str:
     for prefix, layer in LAYERS:
-        if name.startswith(prefix):
+        if name.startswith(prefix) or f"/{prefix}" in name:
             return layer
     return "other (stdlib, interpreter)"
 
@@ -945,6 +959,14 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     print(f"load_bench: the bridge under test on CPU {args.bridge_cpu}, load generators on CPU {args.load_cpu}; "
           f"files in {bench.tmp}\n  {cpu_model()}; {versions()}", flush=True)  # fmt: skip
+    try:
+        return run(args, bench, targets, sweep)
+    except RuntimeError as exc:  # a process did not start, the callers failed: no figure to judge
+        print(f"load_bench: the measurement failed: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, bench: Bench, targets: list[str], sweep: list[int]) -> int:
     res = Results()
     stopped: set[str] = set()
     t_start = time.monotonic()

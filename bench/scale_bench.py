@@ -73,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     two = Setup("bridge", 2, service_cpus=(0, 1), load_cpus=(0, 1))
     bench = Bench(args, prefix="scale-bench-")
     print(f"scale_bench: files in {bench.tmp}\n  {cpu_model()}; {versions()}", flush=True)
+    try:
+        return run(args, bench, one, two)
+    except RuntimeError as exc:  # a process did not start, the callers failed: no figure to judge
+        print(f"scale_bench: the measurement failed: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, bench: Bench, one: Setup, two: Setup) -> int:
     t_start = time.monotonic()
     rows: list[str] = []
     n_one = 0
