@@ -1,29 +1,34 @@
-"""One bridge worker under load: CPU per call and added latency each way, swept over concurrent calls.
+"""One bridge worker under load against the baseline bridge, same run: CPU per call, latency each way,
+memory per call and capacity, swept over concurrent calls; exits 1 when a target of issue 16 is missed.
 
-Run from the repository root (method in bench/README.md, "One worker under load"; results in
-BENCHMARKS.md):
+Run from the repository root (method in bench/README.md, "One worker under load, against the
+baseline"; results in BENCHMARKS.md):
 
-    python bench/load_bench.py                 # sweep 10..300 calls, stops at saturation (~4 min)
-    python bench/load_bench.py --quick         # 10, 50, 100 calls, shorter windows (~1 min)
-    python bench/load_bench.py --calls 50,150 --window 30 --no-profile
+    python bench/load_bench.py --calls 50 --repeats 3 --no-profile     # the targets at 50 calls
+    python bench/load_bench.py --calls 50,75,100,125,150,175,200,250 --no-profile   # capacity sweep
+    python bench/load_bench.py                                          # 10..200 calls and a profile
+    python bench/load_bench.py --quick                                  # 10, 50, 100 calls, 8 s windows
 
-Per step (one value of N) three process groups run, started afresh:
+Per step (one bridge, one value of N) three process groups run, started afresh:
 
-* the bridge as users deploy it: ``python -m bridge serve`` with ``server.workers = 1`` (a supervisor
-  and one worker process), pinned to CPU 0;
-* ``bench/load_upstream.py``: a minimal fake Realtime server (hand-rolled WebSocket framing, so it
-  costs far less than the bridge), pinned to CPU 1. It records when each caller frame arrives and
-  when it sent each model audio delta;
-* ``bench/load_carrier.py``: N Twilio-style calls from one trio process, pinned to CPU 1. It
-  records when it sent each caller frame and when each model delta arrived, and reads the CPU
-  time of the worker over the measuring window.
+* the bridge under test, pinned to CPU 0: either bridge as users deploy it (``python -m bridge
+  serve`` with ``server.workers = 1``: a supervisor and one worker process) or the baseline
+  (``bench/baseline_bridge.py``: FastAPI + uvicorn + websockets, one process);
+* ``bench/load_upstream.py``: a minimal fake Realtime server (one epoll loop, hand-rolled WebSocket
+  framing, so it costs far less than a bridge), pinned to CPU 1. It records when each caller frame
+  arrives and when it sent each model audio delta;
+* ``bench/load_carrier.py``: N Twilio-style calls from one epoll loop, pinned to CPU 1. It records
+  when it sent each caller frame and when each model delta arrived, and reads the CPU time and RSS
+  of the bridge under test over the measuring window.
 
-Frame and delta ids travel inside the μ-law audio (the first 9 bytes: a magic byte and a 64-bit
-id), which the bridge passes through untouched for μ-law ↔ ``audio/pcmu``. ``time.monotonic()``
-(CLOCK_MONOTONIC) is one clock for all processes on Linux, so arrival − send is the time a frame
-spent in loopback TCP and the bridge.
+Both bridges are measured back to back at every N, the order alternating, so that each figure can
+be given as a ratio from one run. Frame and delta ids travel inside the μ-law audio (the first 9
+bytes: a magic byte and a 64-bit id), which both bridges pass through untouched for μ-law ↔
+``audio/pcmu``. ``time.monotonic()`` (CLOCK_MONOTONIC) is one clock for all processes on Linux,
+so arrival − send is the time a frame spent in loopback TCP and the bridge.
 
-This module also holds the helpers the two load processes share (raw WebSocket frames, ids, CPU).
+This module also holds the helpers the load processes and the other load scripts share (raw
+WebSocket frames, ids, CPU, one step of measurement).
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import os
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -252,16 +259,43 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float, sig: int = signa
         proc.wait(5)
 
 
+TARGETS = ("bridge", "baseline")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What runs where in one step: which bridge, how many worker processes, on which CPUs."""
+
+    target: str = "bridge"  # "bridge" (python -m bridge serve) or "baseline" (bench/baseline_bridge.py)
+    workers: int = 1  # bridge only: server.workers
+    service_cpus: tuple[int, ...] = (0,)
+    load_cpus: tuple[int, ...] = (1,)
+
+    @property
+    def label(self) -> str:
+        if self.target == "baseline":
+            return "baseline"
+        return "bridge" if self.workers == 1 else f"bridge ×{self.workers}"
+
+    @property
+    def shared_cpus(self) -> bool:
+        return bool(set(self.service_cpus) & set(self.load_cpus))
+
+
 @dataclass
 class Step:
     calls: int
+    target: str = "bridge"
+    workers: int = 1
     connected: int = 0
     active_end: int = 0
-    worker_cores: float = 0.0
+    worker_cores: float = 0.0  # all worker processes (the baseline: its one process)
+    per_worker_cores: list[float] = field(default_factory=list)
     supervisor_cores: float = 0.0
     carrier_cores: float = 0.0
     upstream_cores: float = 0.0
-    worker_rss_mib: float = 0.0
+    worker_rss_mib: float = 0.0  # at the end of the window, summed over the workers
+    idle_rss_mib: float = 0.0  # before the calls (after one priming call), summed over the workers
     window_s: float = 0.0
     up: dict[str, float] = field(default_factory=dict)  # caller → model latency stats (ms)
     down: dict[str, float] = field(default_factory=dict)  # model → caller latency stats (ms)
@@ -278,6 +312,29 @@ class Step:
     @property
     def per_call(self) -> float:
         return self.worker_cores / self.calls if self.calls else 0.0
+
+    @property
+    def mem_per_call_mib(self) -> float:
+        """RSS growth from idle (after a priming call) to the end of the window, per call."""
+        return (self.worker_rss_mib - self.idle_rss_mib) / self.calls if self.calls else 0.0
+
+    @property
+    def load_cores(self) -> float:
+        return self.carrier_cores + self.upstream_cores
+
+    @property
+    def p99(self) -> float:
+        """The worse of the two directions' p99 (infinite when nothing was measured)."""
+        return max(self.up.get("p99", math.inf), self.down.get("p99", math.inf))
+
+    @property
+    def healthy(self) -> bool:
+        """Every call connected and stayed, nothing lost: otherwise its latencies mean little."""
+        return (
+            self.connected == self.calls
+            and self.active_end == self.calls
+            and not (self.frames_lost or self.deltas_lost)
+        )
 
 
 def latency_stats(lat_s: Any) -> dict[str, float]:
@@ -311,22 +368,77 @@ def join(sent_ids: Any, sent_t: Any, got_ids: Any, got_t: Any, w0: float, w1: fl
     return lat, len(sid), int((~found).sum())
 
 
+def prime_call(port: int, seconds: float = 1.0) -> bool:
+    """One short Twilio-shaped call (blocking sockets), so that what a process sets up on its first
+    call (lazy imports, caches, the first SQLite write) is in the idle RSS and not counted per call.
+    Its frames carry call index 0, which the load generator never uses."""
+    sid, call_sid = "MZ" + "f" * 32, "CA" + "f" * 32
+    tail = tail_b64(160)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            key = base64.b64encode(os.urandom(16))
+            s.sendall(
+                b"GET /media HTTP/1.1\r\nHost: 127.0.0.1:" + str(port).encode()
+                + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key
+                + b"\r\nSec-WebSocket-Version: 13\r\nUser-Agent: TwilioProxy/1.1\r\n\r\n"
+            )  # fmt: skip
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return False
+                data += chunk
+            if not data.startswith(b"HTTP/1.1 101"):
+                return False
+
+            def send(obj: dict[str, Any]) -> None:
+                s.sendall(ws_frame(json.dumps(obj, separators=(",", ":")).encode(), mask=True))
+
+            send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            send({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+                "accountSid": "AC" + "0" * 32, "streamSid": sid, "callSid": call_sid, "tracks": ["inbound"],
+                "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            }})  # fmt: skip
+            frames = int(seconds / 0.02)
+            for i in range(1, frames + 1):
+                send({"event": "media", "sequenceNumber": str(i + 1), "streamSid": sid, "media": {
+                    "track": "inbound", "chunk": str(i), "timestamp": str(20 * (i - 1)),
+                    "payload": id_payload(MAGIC_FRAME, i, tail)}})  # fmt: skip
+                time.sleep(0.02)
+            send({"event": "stop", "sequenceNumber": str(frames + 2), "streamSid": sid,
+                  "stop": {"accountSid": "AC", "callSid": call_sid}})  # fmt: skip
+            s.sendall(ws_frame(b"\x03\xe8", 0x8, mask=True))
+            s.settimeout(3)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+    except OSError:
+        return False
+    return True
+
+
+def pinned(cpus: tuple[int, ...]) -> Any:
+    """A preexec_fn that pins the child (and what it starts) to ``cpus``."""
+
+    def fn() -> None:
+        os.sched_setaffinity(0, set(cpus))
+
+    return fn
+
+
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, prefix: str = "bridge-load-") -> None:
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="bridge-load-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
         self.py = sys.executable
+        self.runs = 0
 
-    def _pinned(self, cpu: int) -> Any:
-        def fn() -> None:
-            os.sched_setaffinity(0, {cpu})
-
-        return fn
-
-    def wait_quiet(self) -> None:
-        """Wait (up to ``--wait-quiet`` s) until both CPUs are nearly idle: the machine may be shared."""
+    def wait_quiet(self, cpus_used: tuple[int, ...]) -> None:
+        """Wait (up to ``--wait-quiet`` s) until the CPUs are nearly idle: the machine may be shared."""
         a = self.args
-        cpus = (f"cpu{a.bridge_cpu}", f"cpu{a.load_cpu}")
+        cpus = tuple(f"cpu{c}" for c in sorted(set(cpus_used)))
         deadline = time.monotonic() + a.wait_quiet
         busy: dict[str, float] = {}
         while True:
@@ -340,17 +452,13 @@ class Bench:
             shown = ", ".join(f"{c} {v:.0%}" for c, v in busy.items())
             print(f"  (other load on the CPUs before this step: {shown}; measuring anyway)", flush=True)
 
-    def run_step(self, calls: int, window: float, profile_s: float = 0.0) -> Step:
-        a = self.args
-        self.wait_quiet()
-        tag = f"n{calls}" + ("-profile" if profile_s else "")
-        up_port, pub_port, admin_port = free_port(), free_port(), free_port()
-        up_out = self.tmp / f"upstream-{tag}.npz"
-        car_out = self.tmp / f"carrier-{tag}.npz"
-        log_path = self.tmp / f"bridge-{tag}.log"
+    def _start_bridge(self, setup: Setup, pub_port: int, up_port: int, tag: str) -> tuple[Any, list[int], int | None]:
+        """``python -m bridge serve`` with ``server.workers = setup.workers``: (process, worker pids, supervisor)."""
+        admin_port = free_port()
+        log_path = self.tmp / f"service-{tag}.log"
         cfg = self.tmp / f"bridge-{tag}.toml"
         cfg.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {pub_port}\nworkers = 1\ndrain_timeout_s = 2\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {pub_port}\nworkers = {setup.workers}\ndrain_timeout_s = 2\n'
             f'[admin]\nhost = "127.0.0.1"\nport = {admin_port}\n'
             f'[realtime]\nurl = "ws://127.0.0.1:{up_port}/v1/realtime"\naudio_format = "pcmu"\n'
             f'[records]\npath = "{self.tmp / "calls.sqlite"}"\n'
@@ -358,46 +466,86 @@ class Bench:
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "PROMETHEUS_"))}
         env["OPENAI_API_KEY"] = "sk-bench-not-a-real-key-0000"
-        load_cpu = self._pinned(a.load_cpu)
+        with open(log_path, "ab") as errors:
+            proc = subprocess.Popen(
+                [self.py, "-m", "bridge", "--config", str(cfg), "serve"],
+                cwd=ROOT, env=env, stderr=errors, stdout=errors, preexec_fn=pinned(setup.service_cpus),
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while http_status(f"http://127.0.0.1:{admin_port}/readyz") != 200:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop_process(proc, 10)
+                raise RuntimeError(f"the bridge did not become ready; see {log_path}")
+            time.sleep(0.1)
+        workers = [pid for _, pid in sorted(worker_processes(proc.pid).items())]
+        if len(workers) != setup.workers:
+            stop_process(proc, 10)
+            raise RuntimeError(f"expected {setup.workers} worker process(es), found {workers}")
+        return proc, workers, proc.pid
+
+    def _start_baseline(self, setup: Setup, pub_port: int, up_port: int, tag: str) -> tuple[Any, list[int], None]:
+        """``bench/baseline_bridge.py`` (one uvicorn process): (process, [its pid], no supervisor)."""
+        log_path = self.tmp / f"service-{tag}.log"
+        env = dict(os.environ, OPENAI_API_KEY="sk-bench-not-a-real-key-0000")
+        cmd = [self.py, str(BENCH / "baseline_bridge.py"), "--port", str(pub_port),
+               "--model-url", f"ws://127.0.0.1:{up_port}/v1/realtime?model=gpt-realtime",
+               "--loop", self.args.baseline_loop]  # fmt: skip
+        with open(log_path, "ab") as errors:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stderr=errors, stdout=errors, preexec_fn=pinned(setup.service_cpus)
+            )
+        deadline = time.monotonic() + 30
+        while http_status(f"http://127.0.0.1:{pub_port}/") != 200:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop_process(proc, 10)
+                raise RuntimeError(f"the baseline bridge did not start; see {log_path}")
+            time.sleep(0.1)
+        return proc, [proc.pid], None
+
+    def run_step(self, setup: Setup, calls: int, window: float, profile_s: float = 0.0) -> Step:
+        a = self.args
+        self.wait_quiet(setup.service_cpus + setup.load_cpus)
+        self.runs += 1
+        tag = f"{self.runs:03d}-{setup.target}{setup.workers}-n{calls}" + ("-profile" if profile_s else "")
+        up_port, pub_port = free_port(), free_port()
+        up_out = self.tmp / f"upstream-{tag}.npz"
+        car_out = self.tmp / f"carrier-{tag}.npz"
+        load_cpu = pinned(setup.load_cpus)
         upstream = subprocess.Popen(
             [
                 self.py, str(BENCH / "load_upstream.py"), "--port", str(up_port), "--out", str(up_out),
                 "--delta-ms", str(a.delta_ms), "--answer-ms", str(a.answer_ms),
                 "--answer-every", str(a.answer_every), "--speed", str(a.speed),
-                "--max-seconds", str(a.ramp + a.warmup + window + 60),
+                "--max-seconds", str(a.ramp + a.warmup + window + 120),
             ],
             cwd=ROOT, preexec_fn=load_cpu,
         )  # fmt: skip
-        bridge: subprocess.Popen[bytes] | None = None
-        step = Step(calls)
+        service: subprocess.Popen[bytes] | None = None
+        step = Step(calls, setup.target, setup.workers)
         try:
             wait_port(up_port, 10)
-            with open(log_path, "ab") as errors:
-                bridge = subprocess.Popen(
-                    [self.py, "-m", "bridge", "--config", str(cfg), "serve"],
-                    cwd=ROOT, env=env, stderr=errors, stdout=errors, preexec_fn=self._pinned(a.bridge_cpu),
-                )  # fmt: skip
-            deadline = time.monotonic() + 30
-            while http_status(f"http://127.0.0.1:{admin_port}/readyz") != 200:
-                if time.monotonic() > deadline or bridge.poll() is not None:
-                    raise RuntimeError(f"the bridge did not become ready; see {log_path}")
-                time.sleep(0.1)
-            workers = worker_pids(bridge.pid)
-            if len(workers) != 1:
-                raise RuntimeError(f"expected one worker process, found {workers}")
-            worker = workers[0]
-            affinity = sorted(os.sched_getaffinity(worker))
-            if affinity != [a.bridge_cpu]:
-                raise RuntimeError(f"worker {worker} runs on CPUs {affinity}, not {a.bridge_cpu}")
+            start = self._start_baseline if setup.target == "baseline" else self._start_bridge
+            service, workers, supervisor = start(setup, pub_port, up_port, tag)
+            for pid in workers:
+                affinity = tuple(sorted(os.sched_getaffinity(pid)))
+                if affinity != tuple(sorted(setup.service_cpus)):
+                    raise RuntimeError(f"{setup.label} process {pid} runs on CPUs {affinity}, not {setup.service_cpus}")
+            if not prime_call(pub_port):
+                raise RuntimeError(f"the priming call to {setup.label} failed; see {self.tmp}/service-{tag}.log")
+            time.sleep(0.5)
+            step.idle_rss_mib = sum(rss_mib(pid) for pid in workers)
+            watch = [f"worker{i}={pid}" for i, pid in enumerate(workers)] + [f"upstream={upstream.pid}"]
+            if supervisor is not None:
+                watch.append(f"supervisor={supervisor}")
             carrier_cmd = [
                 self.py, str(BENCH / "load_carrier.py"), "--port", str(pub_port), "--calls", str(calls),
                 "--ramp", str(a.ramp), "--warmup", str(a.warmup), "--window", str(window), "--out", str(car_out),
-                "--watch", f"worker={worker}", f"supervisor={bridge.pid}", f"upstream={upstream.pid}",
+                "--slot-ms", str(a.slot_ms), "--watch", *watch,
             ]  # fmt: skip
             started = time.monotonic()
             carrier = subprocess.Popen(carrier_cmd, cwd=ROOT, preexec_fn=load_cpu)
             if profile_s:
-                step.profile = self._profile(worker, started + a.ramp + a.warmup + 0.5, profile_s)
+                step.profile = self._profile(workers[0], started + a.ramp + a.warmup + 0.5, profile_s, setup)
             try:
                 carrier.wait(a.ramp + a.warmup + window + 60)
             except subprocess.TimeoutExpired:
@@ -405,18 +553,17 @@ class Bench:
             if carrier.returncode != 0:
                 raise RuntimeError(f"the carrier load generator failed ({carrier.returncode})")
         finally:
-            if bridge is not None:
-                stop_process(bridge, 20)
-            try:
-                upstream.wait(15)
-            except subprocess.TimeoutExpired:
-                stop_process(upstream, 10)
-        step.bridge_errors = sum(1 for line in log_path.read_text(errors="replace").splitlines() if '"error"' in line)
+            if service is not None:
+                stop_process(service, 20)
+            stop_process(upstream, 15)  # SIGTERM: it writes its records and exits
+        log_text = (self.tmp / f"service-{tag}.log").read_text(errors="replace")
+        marker = '"error"' if setup.target == "bridge" else "ERROR"
+        step.bridge_errors = sum(1 for line in log_text.splitlines() if marker in line or "Traceback" in line)
         if not profile_s:
-            self._analyse(step, car_out, up_out)
+            self._analyse(step, setup, car_out, up_out)
         return step
 
-    def _analyse(self, step: Step, car_out: Path, up_out: Path) -> None:
+    def _analyse(self, step: Step, setup: Setup, car_out: Path, up_out: Path) -> None:
         import numpy as np
 
         with np.load(car_out) as c, np.load(up_out) as u:
@@ -431,22 +578,30 @@ class Bench:
         step.active_end = summary["active_end"]
         step.backlog_events = summary["backlog_events"]
         cpu = summary["cpu"]
-        step.worker_cores = cpu["worker"] / step.window_s
-        step.supervisor_cores = cpu["supervisor"] / step.window_s
+        workers = sorted(k for k in cpu if k.startswith("worker"))
+        step.per_worker_cores = [cpu[k] / step.window_s for k in workers]
+        step.worker_cores = sum(step.per_worker_cores)
+        step.supervisor_cores = cpu.get("supervisor", 0.0) / step.window_s
         step.upstream_cores = cpu["upstream"] / step.window_s
         step.carrier_cores = cpu["self"] / step.window_s
-        step.worker_rss_mib = summary["rss"]["worker"]
+        step.worker_rss_mib = sum(v for k, v in summary["rss"].items() if k.startswith("worker"))
         busy = summary["cpu_busy"]
-        a = self.args
-        own_bridge = cpu["worker"] + cpu["supervisor"]
-        step.other_bridge_cpu = max(0.0, busy.get(f"cpu{a.bridge_cpu}", 0.0) - own_bridge) / step.window_s
+        own_service = sum(cpu[k] for k in workers) + cpu.get("supervisor", 0.0)
         own_load = cpu["self"] + cpu["upstream"]
-        step.other_load_cpu = max(0.0, busy.get(f"cpu{a.load_cpu}", 0.0) - own_load) / step.window_s
+        if setup.shared_cpus:  # one figure for all the CPUs used
+            used = {f"cpu{c}" for c in setup.service_cpus + setup.load_cpus}
+            total = sum(busy.get(c, 0.0) for c in used)
+            step.other_bridge_cpu = max(0.0, total - own_service - own_load) / step.window_s
+        else:
+            service_busy = sum(busy.get(f"cpu{c}", 0.0) for c in setup.service_cpus)
+            load_busy = sum(busy.get(f"cpu{c}", 0.0) for c in setup.load_cpus)
+            step.other_bridge_cpu = max(0.0, service_busy - own_service) / step.window_s
+            step.other_load_cpu = max(0.0, load_busy - own_load) / step.window_s
         step.up = latency_stats(up)
         step.down = latency_stats(down)
 
-    def _profile(self, pid: int, start_at: float, seconds: float) -> list[str]:
-        """py-spy (a sampling profiler) on the worker for ``seconds``."""
+    def _profile(self, pid: int, start_at: float, seconds: float, setup: Setup) -> list[str]:
+        """py-spy (a sampling profiler) on the (first) worker for ``seconds``."""
         raw = self.tmp / "profile.txt"
         time.sleep(max(0.0, start_at - time.monotonic()))
         # Blocking mode (the default): each sample pauses the worker for a moment, so its stacks are
@@ -455,11 +610,23 @@ class Bench:
                "--format", "raw", "--output", str(raw)]  # fmt: skip
         try:
             subprocess.run(
-                cmd, check=True, timeout=seconds + 30, capture_output=True, preexec_fn=self._pinned(self.args.load_cpu)
+                cmd, check=True, timeout=seconds + 30, capture_output=True, preexec_fn=pinned(setup.load_cpus)
             )
         except (OSError, subprocess.SubprocessError) as exc:
             return [f"(no profile: py-spy failed: {exc!r}; `pip install py-spy`)"]
         return summarise_profile(raw, 15)
+
+    def measure(self, setup: Setup, calls: int, window: float) -> Step:
+        """One step, measured again (up to ``--retries`` times) when other processes used the CPUs."""
+        a = self.args
+        step = self.run_step(setup, calls, window)
+        for _ in range(a.retries):
+            if step.other_bridge_cpu <= 0.05 and step.other_load_cpu <= 0.2:
+                break
+            print(f"  {setup.label} N={calls}: other processes used the CPUs during the window; measuring again",
+                  flush=True)  # fmt: skip
+            step = self.run_step(setup, calls, window)
+        return step
 
 
 def summarise_profile(raw: Path, top: int) -> list[str]:
@@ -514,12 +681,21 @@ LAYERS = (
     ("structlog/", "logging"),
     ("prometheus_client/", "metrics"),
     ("sqlite3/", "call records (SQLite)"),
+    # the baseline (bench/baseline_bridge.py)
+    ("asyncio/", "asyncio event loop (and its socket calls)"),
+    ("selectors.py", "asyncio event loop (and its socket calls)"),
+    ("uvloop/", "asyncio event loop (and its socket calls)"),
+    ("uvicorn/", "uvicorn (ASGI server, its WebSocket protocol)"),
+    ("websockets/", "websockets (framing, both sides)"),
+    ("starlette/", "Starlette / FastAPI (ASGI app, middleware)"),
+    ("fastapi/", "Starlette / FastAPI (ASGI app, middleware)"),
+    ("baseline_bridge.py", "the baseline's own code"),
 )
 
 
 def _layer(name: str) -> str:
     for prefix, layer in LAYERS:
-        if name.startswith(prefix):
+        if name.startswith(prefix) or f"/{prefix}" in name:
             return layer
     return "other (stdlib, interpreter)"
 
@@ -540,31 +716,186 @@ def _short(frame: str) -> str:
     return f"{path}:{name}"
 
 
+# --- targets (issue 16; DESIGN.md "How fast") ------------------------------------------------------
+
+REFERENCE_CALLS = 50  # the load at which CPU, p99 and memory are checked
+TARGET_CPU_RATIO = 0.5  # bridge's core per call ≤ this × the baseline's, same run
+TARGET_P99_MS = 5.0  # each way, at REFERENCE_CALLS
+CAPACITY_P99_MS = 10.0  # capacity: calls on one core before p99 (either way) passes this
+TARGET_CAPACITY = 150
+TARGET_MEM_MIB = 0.5  # RSS growth per call (MiB; a little stricter than 0.5 MB)
+
+
 def fmt(stats: dict[str, float], key: str) -> str:
     return f"{stats[key]:.2f}" if key in stats else "–"
 
 
-def print_table(steps: list[Step]) -> None:
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = [f"CPython {sys.version.split()[0]}"]
+    for name in ("trio", "trio-websocket", "wsproto", "fastapi", "starlette", "uvicorn", "websockets", "uvloop"):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            if name != "uvloop":
+                out.append(f"{name} (not installed)")
+    return ", ".join(out)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def print_steps(steps: list[Step]) -> None:
     head = (
-        "| calls | worker cores | core/call | caller→model p50 / p99 / max (ms) | model→caller p50 / p99 / max (ms) "
-        "| frames (lost) | deltas (lost) | load gens (cores) | worker RSS (MiB) |"
+        "| calls | bridge | worker cores | core/call | caller→model p50 / p99 / max (ms) "
+        "| model→caller p50 / p99 / max (ms) | frames (lost) | deltas (lost) | load gens (cores) "
+        "| RSS idle → end (MiB) | MiB/call | other load (cores) |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for s in steps:
+        label = "baseline" if s.target == "baseline" else ("bridge" if s.workers == 1 else f"bridge ×{s.workers}")
         print(
-            f"| {s.calls} | {s.worker_cores:.3f} | {s.per_call:.4f} "
+            f"| {s.calls} | {label} | {s.worker_cores:.3f} | {s.per_call:.4f} "
             f"| {fmt(s.up, 'p50')} / {fmt(s.up, 'p99')} / {fmt(s.up, 'max')} "
             f"| {fmt(s.down, 'p50')} / {fmt(s.down, 'p99')} / {fmt(s.down, 'max')} "
             f"| {s.frames} ({s.frames_lost}) | {s.deltas} ({s.deltas_lost}) "
-            f"| {s.carrier_cores + s.upstream_cores:.2f} | {s.worker_rss_mib:.0f} |"
+            f"| {s.load_cores:.2f} | {s.idle_rss_mib:.0f} → {s.worker_rss_mib:.0f} | {s.mem_per_call_mib:.3f} "
+            f"| {s.other_bridge_cpu:.2f} / {s.other_load_cpu:.2f} |"
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--calls", default="10,50,75,100,125,150,200", help="comma-separated sweep of concurrent calls")
-    p.add_argument("--quick", action="store_true", help="10, 50, 100 calls with 8 s windows (~1 minute)")
+class Results:
+    """The steps of one run, by target and number of calls (several with ``--repeats``)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, dict[int, list[Step]]] = {t: {} for t in TARGETS}
+
+    def add(self, step: Step) -> None:
+        self.steps[step.target].setdefault(step.calls, []).append(step)
+
+    def all(self) -> list[Step]:
+        return [s for t in TARGETS for n in sorted(self.steps[t]) for s in self.steps[t][n]]
+
+    def at(self, target: str, calls: int) -> list[Step]:
+        return self.steps[target].get(calls, [])
+
+    def med(self, target: str, calls: int, key: str) -> float:
+        """Median over the repeats of one figure: ``per_call``, ``mem``, ``up.p99``, ``down.p50``..."""
+        vals: list[float] = []
+        for s in self.at(target, calls):
+            if key == "per_call":
+                vals.append(s.per_call)
+            elif key == "mem":
+                vals.append(s.mem_per_call_mib)
+            elif key == "cores":
+                vals.append(s.worker_cores)
+            else:
+                way, _, stat = key.partition(".")
+                vals.append(getattr(s, way).get(stat, math.inf))
+        return median(vals)
+
+    def healthy(self, target: str, calls: int) -> bool:
+        steps = self.at(target, calls)
+        return bool(steps) and all(s.healthy for s in steps)
+
+    def capacity(self, target: str) -> tuple[int, int | None]:
+        """(largest N whose p99 stayed ≤ CAPACITY_P99_MS both ways, together with every smaller N;
+        the first N where it passed, or None if no measured N did)."""
+        ok = 0
+        for n in sorted(self.steps[target]):
+            worst = max(self.med(target, n, "up.p99"), self.med(target, n, "down.p99"))
+            if not self.healthy(target, n) or worst > CAPACITY_P99_MS:
+                return ok, n
+            ok = n
+        return ok, None
+
+
+def print_comparison(res: Results) -> None:
+    both = sorted(set(res.steps["bridge"]) & set(res.steps["baseline"]))
+    if not both:
+        return
+    print("\nbridge against the baseline, same run (medians over the repeats; ratio = bridge / baseline):\n")
+    head = (
+        "| calls | core/call bridge | core/call baseline | CPU ratio | ratio per pair "
+        "| p50 / p99 / max up, bridge (ms) | p50 / p99 / max up, baseline (ms) "
+        "| p50 / p99 / max down, bridge (ms) | p50 / p99 / max down, baseline (ms) | MiB/call bridge / baseline |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for n in both:
+        cb, cl = res.med("bridge", n, "per_call"), res.med("baseline", n, "per_call")
+        pairs = [
+            b.per_call / max(1e-9, base.per_call)
+            for b, base in zip(res.at("bridge", n), res.at("baseline", n), strict=False)
+        ]
+
+        def lat(t: str, way: str, n: int = n) -> str:
+            return " / ".join(f"{res.med(t, n, f'{way}.{k}'):.2f}" for k in ("p50", "p99", "max"))
+
+        print(
+            f"| {n} | {cb:.4f} | {cl:.4f} | **{cb / cl:.2f}** | {', '.join(f'{r:.2f}' for r in pairs)} "
+            f"| {lat('bridge', 'up')} | {lat('baseline', 'up')} | {lat('bridge', 'down')} | {lat('baseline', 'down')} "
+            f"| {res.med('bridge', n, 'mem'):.3f} / {res.med('baseline', n, 'mem'):.3f} |"
+        )
+
+
+def print_capacity(res: Results) -> None:
+    print(f"\ncapacity: calls on one core before p99 passes {CAPACITY_P99_MS:.0f} ms either way (sweep steps only):\n")
+    print("| | calls carried | p99 passed at | worker cores at the last good step |")
+    print("|---|---|---|---|")
+    for t in TARGETS:
+        if not res.steps[t]:
+            continue
+        ok, failed = res.capacity(t)
+        cores = f"{res.med(t, ok, 'cores'):.2f}" if ok else "–"
+        print(f"| {t} | {ok if failed else f'≥ {ok}'} | {failed or 'not within the sweep'} | {cores} |")
+
+
+def check_targets(res: Results) -> tuple[list[tuple[str, str, str, str]], bool]:
+    """Each target the run measured: (target, measured, needed, verdict); and whether all were met."""
+    rows: list[tuple[str, str, str, str]] = []
+    n = REFERENCE_CALLS
+    if res.at("bridge", n):
+        sick = "" if res.healthy("bridge", n) else " (calls failed or frames lost)"
+        healthy = not sick
+        if res.at("baseline", n):
+            ratio = res.med("bridge", n, "per_call") / res.med("baseline", n, "per_call")
+            met = healthy and ratio <= TARGET_CPU_RATIO
+            rows.append((f"CPU per call at {n} calls, bridge / baseline", f"{ratio:.2f}{sick}",
+                         f"≤ {TARGET_CPU_RATIO:.2f}", "met" if met else "MISSED"))  # fmt: skip
+        for way, name in (("up", "caller → model"), ("down", "model → caller")):
+            p99 = res.med("bridge", n, f"{way}.p99")
+            met = healthy and p99 <= TARGET_P99_MS
+            rows.append((f"p99 {name} at {n} calls", f"{p99:.2f} ms{sick}", f"≤ {TARGET_P99_MS:.0f} ms",
+                         "met" if met else "MISSED"))  # fmt: skip
+        mem = res.med("bridge", n, "mem")
+        rows.append((f"memory per call at {n} calls (RSS growth / calls)", f"{mem:.3f} MiB",
+                     f"≤ {TARGET_MEM_MIB} MiB", "met" if mem <= TARGET_MEM_MIB else "MISSED"))  # fmt: skip
+    if res.steps["bridge"]:
+        ok, failed = res.capacity("bridge")
+        if failed is not None and failed <= TARGET_CAPACITY:
+            rows.append(("calls on one core before p99 passes 10 ms", f"{ok} (passed at {failed})",
+                         f"≥ {TARGET_CAPACITY}", "MISSED"))  # fmt: skip
+        elif ok >= TARGET_CAPACITY:
+            rows.append(("calls on one core before p99 passes 10 ms", f"≥ {ok}", f"≥ {TARGET_CAPACITY}", "met"))
+    return rows, all(r[3] == "met" for r in rows)
+
+
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    """The options of one step (load shape, timing, retries), shared with scale_bench."""
     p.add_argument("--window", type=float, default=20.0, help="measuring window per step, seconds")
     p.add_argument("--warmup", type=float, default=3.0, help="after the last call connected, seconds")
     p.add_argument("--ramp", type=float, default=2.0, help="calls connect spread over this many seconds")
@@ -572,66 +903,131 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-ms", type=int, default=2000, help="model audio per answer")
     p.add_argument("--answer-every", type=float, default=4.0, help="seconds between answers of one call")
     p.add_argument("--speed", type=float, default=4.0, help="model deltas arrive this much faster than real time")
-    p.add_argument("--stop-p99-ms", type=float, default=20.0, help="end the sweep once a p99 passes this")
-    p.add_argument("--stop-cores", type=float, default=0.95, help="end the sweep once the worker uses this much")
-    p.add_argument("--bridge-cpu", type=int, default=0)
-    p.add_argument("--load-cpu", type=int, default=1)
-    p.add_argument("--profile-calls", type=int, default=100)
-    p.add_argument("--profile-seconds", type=float, default=10.0)
-    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--slot-ms", type=float, default=1.0, help="the callers' pacer wakes this often (ms)")
+    p.add_argument("--baseline-loop", default="auto", help="uvicorn loop for the baseline (auto = uvloop if installed)")
     p.add_argument("--wait-quiet", type=float, default=60.0, help="wait up to this long for idle CPUs per step")
     p.add_argument("--retries", type=int, default=2, help="repeat a step disturbed by other processes")
+
+
+def describe(step: Step) -> str:
+    """One line per measured step, printed as the run goes."""
+    s = step
+    label = "baseline" if s.target == "baseline" else ("bridge" if s.workers == 1 else f"bridge x{s.workers}")
+    per_worker = f" [{' + '.join(f'{c:.2f}' for c in s.per_worker_cores)}]" if len(s.per_worker_cores) > 1 else ""
+    return (
+        f"  {label:8s} N={s.calls:4d}: {s.worker_cores:.3f} cores{per_worker} ({s.per_call:.4f}/call), "
+        f"up p50/p99/max {fmt(s.up, 'p50')}/{fmt(s.up, 'p99')}/{fmt(s.up, 'max')} ms, "
+        f"down {fmt(s.down, 'p50')}/{fmt(s.down, 'p99')}/{fmt(s.down, 'max')} ms, "
+        f"RSS {s.idle_rss_mib:.0f}→{s.worker_rss_mib:.0f} MiB ({s.mem_per_call_mib:.3f}/call), "
+        f"connected {s.connected}/{s.calls} (live at the end {s.active_end}), "
+        f"lost {s.frames_lost}+{s.deltas_lost}, "
+        f"load gens {s.carrier_cores:.2f}+{s.upstream_cores:.2f} cores, "
+        f"error lines {s.bridge_errors}, "
+        f"other load on CPUs {s.other_bridge_cpu:.2f}/{s.other_load_cpu:.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--calls", default="10,50,75,100,125,150,175,200", help="comma-separated sweep of concurrent calls")
+    p.add_argument("--targets", default="bridge,baseline", help="bridges to measure (first N: in this order)")
+    p.add_argument("--repeats", type=int, default=1, help="measurements per N and bridge (order alternates)")
+    p.add_argument("--quick", action="store_true", help="10, 50, 100 calls with 8 s windows")
+    add_load_options(p)
+    p.add_argument("--stop-p99-ms", type=float, default=CAPACITY_P99_MS,
+                   help="stop sweeping a bridge once its p99 (either way) passes this")  # fmt: skip
+    p.add_argument("--bridge-cpu", type=int, default=0, help="the CPU both bridges are pinned to")
+    p.add_argument("--load-cpu", type=int, default=1, help="the CPU the load generators are pinned to")
+    p.add_argument("--profile-calls", type=int, default=100)
+    p.add_argument("--profile-seconds", type=float, default=10.0)
+    p.add_argument("--profile-target", default="bridge", choices=TARGETS)
+    p.add_argument("--no-profile", action="store_true")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     if args.quick:
         args.calls = "10,50,100"
         args.window = min(args.window, 8.0)
         args.profile_seconds = min(args.profile_seconds, 5.0)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets or any(t not in TARGETS for t in targets):
+        p.error(f"--targets: a comma-separated list of {', '.join(TARGETS)}")
     if len(os.sched_getaffinity(0)) < 2 and args.bridge_cpu != args.load_cpu:
         print("load_bench: needs two CPUs (the bridge on one, the load on the other)", file=sys.stderr)
         return 2
     pin(args.load_cpu)
-    sweep = [int(x) for x in args.calls.split(",") if x.strip()]
+    sweep = sorted({int(x) for x in args.calls.split(",") if x.strip()})
     bench = Bench(args)
-    print(f"load_bench: bridge worker on CPU {args.bridge_cpu}, load on CPU {args.load_cpu}; files in {bench.tmp}")
-    steps: list[Step] = []
+    print(f"load_bench: the bridge under test on CPU {args.bridge_cpu}, load generators on CPU {args.load_cpu}; "
+          f"files in {bench.tmp}\n  {cpu_model()}; {versions()}", flush=True)  # fmt: skip
+    try:
+        return run(args, bench, targets, sweep)
+    except RuntimeError as exc:  # a process did not start, the callers failed: no figure to judge
+        print(f"load_bench: the measurement failed: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, bench: Bench, targets: list[str], sweep: list[int]) -> int:
+    res = Results()
+    stopped: set[str] = set()
     t_start = time.monotonic()
-    for n in sweep[:20]:
-        step = bench.run_step(n, args.window)
-        for _ in range(args.retries):
-            if step.other_bridge_cpu <= 0.05 and step.other_load_cpu <= 0.2:
-                break
-            print(f"  N={n}: other processes used the CPUs during the window; measuring again", flush=True)
-            step = bench.run_step(n, args.window)
-        steps.append(step)
-        print(
-            f"  N={n:4d}: worker {step.worker_cores:.3f} cores ({step.per_call:.4f}/call), "
-            f"up p50/p99/max {fmt(step.up, 'p50')}/{fmt(step.up, 'p99')}/{fmt(step.up, 'max')} ms, "
-            f"down {fmt(step.down, 'p50')}/{fmt(step.down, 'p99')}/{fmt(step.down, 'max')} ms, "
-            f"connected {step.connected}/{n} (live at the end {step.active_end}), "
-            f"lost {step.frames_lost}+{step.deltas_lost}, "
-            f"load gens {step.carrier_cores:.2f}+{step.upstream_cores:.2f} cores, "
-            f"bridge error lines {step.bridge_errors}, "
-            f"other load on CPUs {step.other_bridge_cpu:.2f}/{step.other_load_cpu:.2f}",
-            flush=True,
-        )
-        worst = max(step.up.get("p99", 1e9), step.down.get("p99", 1e9))
-        if worst > args.stop_p99_ms or step.worker_cores > args.stop_cores:
-            print(f"  stop: p99 {worst:.1f} ms / worker {step.worker_cores:.2f} cores", flush=True)
+    for i, n in enumerate(sweep[:20]):
+        for r in range(args.repeats):
+            order = targets if (i + r) % 2 == 0 else targets[::-1]  # alternate who goes first
+            for t in order:
+                if t in stopped:
+                    continue
+                setup = Setup(t, 1, (args.bridge_cpu,), (args.load_cpu,))
+                step = bench.measure(setup, n, args.window)
+                res.add(step)
+                print(describe(step), flush=True)
+        for t in targets:
+            if t in stopped or not res.at(t, n):
+                continue
+            worst = max(res.med(t, n, "up.p99"), res.med(t, n, "down.p99"))
+            if worst > args.stop_p99_ms or not res.healthy(t, n):
+                print(f"  stop {t}: p99 {worst:.1f} ms at {n} calls", flush=True)
+                stopped.add(t)
+        if stopped >= set(targets):
             break
     profile: list[str] = []
     if not args.no_profile:
-        pstep = bench.run_step(args.profile_calls, args.profile_seconds + 3, profile_s=args.profile_seconds)
+        setup = Setup(args.profile_target, 1, (args.bridge_cpu,), (args.load_cpu,))
+        pstep = bench.run_step(setup, args.profile_calls, args.profile_seconds + 3, profile_s=args.profile_seconds)
         profile = pstep.profile
-    print(f"\nsweep took {time.monotonic() - t_start:.0f} s\n")
-    print_table(steps)
+    print(f"\nsweep took {time.monotonic() - t_start:.0f} s; {cpu_model()}; {versions()}\n")
+    print_steps(res.all())
+    print_comparison(res)
+    print_capacity(res)
     if profile:
-        print(f"\nprofile of the worker at {args.profile_calls} calls ({args.profile_seconds:.0f} s, py-spy):")
+        print(f"\nprofile of {args.profile_target} at {args.profile_calls} calls ({args.profile_seconds:.0f} s):")
         print("\n".join(profile))
+    rows, all_met = check_targets(res)
+    print("\ntargets (issue 16):\n")
+    if rows:
+        print("| target | measured | needed | |")
+        print("|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        print(f"(none measured: the targets are checked at {REFERENCE_CALLS} calls and by a sweep up to "
+              f"{TARGET_CAPACITY} calls)")  # fmt: skip
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"steps": [s.__dict__ | {"per_call": s.per_call} for s in steps], "profile": profile}, indent=1)
+            json.dumps(
+                {
+                    "versions": versions(),
+                    "steps": [
+                        s.__dict__ | {"per_call": s.per_call, "mem_per_call_mib": s.mem_per_call_mib} for s in res.all()
+                    ],
+                    "targets": rows,
+                    "profile": profile,
+                },
+                indent=1,
+            )
         )
+    if not all_met:
+        print("\nload_bench: a target was missed (exit status 1)")
+        return 1
     return 0
 
 

@@ -8,7 +8,8 @@ times faster than real time, framed by ``response.created``, ``response.output_a
 
 It records the arrival time of every ``input_audio_buffer.append`` (by the frame id in its audio)
 and the send time of every delta (by the delta id in its audio), and writes them to ``--out``
-(npz) when every connection has gone again, on SIGTERM, or after ``--max-seconds``.
+(npz) on SIGTERM (load_bench sends it once the bridge under test has stopped) or after
+``--max-seconds``.
 
 Why not trio-websocket: this process shares a CPU with the carrier load generator and must cost
 far less per message than the bridge it measures, or it would saturate first and its own queueing
@@ -49,8 +50,8 @@ from load_bench import (
 )
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-APPEND_HEAD = b'{"type":"input_audio_buffer.append"'
-AUDIO_KEY = b'"audio":"'
+APPEND_TYPE = b'"input_audio_buffer.append"'
+AUDIO_KEY = b'"audio"'
 MAX_PENDING = 4 << 20
 USAGE = {
     "total_tokens": 180,
@@ -59,6 +60,21 @@ USAGE = {
     "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 0},
     "output_token_details": {"text_tokens": 10, "audio_tokens": 50},
 }
+
+
+def audio_start(head: bytes) -> int:
+    """Where the audio of an ``input_audio_buffer.append`` begins in the first bytes of its JSON, or -1.
+
+    Cheap (no JSON parse) but tolerant of key order and of the spaces ``json.dumps`` puts after
+    ``:`` and ``,`` by default (the baseline bridge sends those; bridge sends compact JSON).
+    """
+    if APPEND_TYPE not in head:
+        return -1
+    i = head.find(AUDIO_KEY)
+    if i < 0:
+        return -1
+    j = head.find(b'"', i + len(AUDIO_KEY))
+    return -1 if j < 0 else j + 1
 
 
 class Recorder:
@@ -169,9 +185,9 @@ class Conn:
         for opcode, payload, key, _fin in self.parser.feed(data):
             if opcode == 0x1:
                 head = unmask(payload[:80], key)
-                if head.startswith(APPEND_HEAD):
-                    i = head.find(AUDIO_KEY) + len(AUDIO_KEY)
-                    ident = read_id(head[i : i + ID_CHARS], MAGIC_FRAME)
+                start = audio_start(head)
+                if start >= 0:
+                    ident = read_id(head[start : start + ID_CHARS], MAGIC_FRAME)
                     if ident is None:
                         rec.bad += 1
                     else:
@@ -206,6 +222,15 @@ class Conn:
             ev = json.loads(text)
         except ValueError:
             self.server.rec.bad += 1
+            return
+        if ev.get("type") == "input_audio_buffer.append":  # one the fast path in on_readable missed
+            rec = self.server.rec
+            ident = read_id(str(ev.get("audio", ""))[:ID_CHARS].encode(), MAGIC_FRAME)
+            if ident is None:
+                rec.bad += 1
+            else:
+                rec.frame_ids.append(ident)
+                rec.frame_t.append(t)
             return
         if ev.get("type") == "session.update" and not self.answering:
             session = dict(ev.get("session") or {})
@@ -304,20 +329,12 @@ class Server:
 
     def run(self) -> None:
         deadline = time.monotonic() + self.args.max_seconds
-        idle_since: float | None = None
         lfd = self.listener.fileno()
         timers = self.timers
         while not self.stop:
             now = time.monotonic()
             if now > deadline:
                 break
-            # Done once every session that came has gone again (the carrier hung up, the bridge closed).
-            if self.rec.sessions and not self.conns:
-                idle_since = idle_since or now
-                if now - idle_since > 1.5:
-                    break
-            else:
-                idle_since = None
             timeout = min(0.1, max(0.0, timers[0][0] - now)) if timers else 0.1
             events = self.ep.poll(timeout)
             t = time.monotonic()
