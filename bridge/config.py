@@ -276,6 +276,49 @@ class ToolsSettings(BaseModel):
     goodbye_timeout_s: float = Field(10.0, gt=0, le=120)
 
 
+WebhookEvent = Literal["call.started", "call.ended"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("call.started", "call.ended")
+
+
+class WebhookEndpoint(BaseModel):
+    model_config = _STRICT
+    url: str
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class WebhooksSettings(BaseModel):
+    """Call webhooks: every call's start and end told to the business's systems, never lost."""
+
+    model_config = _STRICT
+    endpoints: list[WebhookEndpoint] = Field(default_factory=list)
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    retry_initial_s: float = Field(5.0, gt=0)  # the first retry waits this long, then it doubles
+    retry_max_s: float = Field(600.0, gt=0)  # ... up to this
+    retry_horizon_s: float = Field(24 * 3600.0, gt=0)  # an event still undelivered after this has failed
+
+
+class SessionWebhookSettings(BaseModel):
+    """Per-call session lookup: the business's system personalises a call before its first word."""
+
+    model_config = _STRICT
+    url: str | None = None
+    timeout_s: float = Field(1.5, gt=0, le=10)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
 class LogSettings(BaseModel):
     model_config = _STRICT
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -304,6 +347,8 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=lambda: LogSettings())
     records: RecordsSettings = Field(default_factory=lambda: RecordsSettings())
     tools: ToolsSettings = Field(default_factory=lambda: ToolsSettings())
+    webhooks: WebhooksSettings = Field(default_factory=lambda: WebhooksSettings())
+    session_webhook: SessionWebhookSettings = Field(default_factory=lambda: SessionWebhookSettings())
     pricing: PricingConfig = Field(default_factory=lambda: PricingConfig())
     profiles: dict[str, Profile] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)

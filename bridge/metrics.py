@@ -251,6 +251,20 @@ mcp_events_total: Counter = Counter(
 )
 
 # ---------------------------------------------------------------------------------------------
+# Call webhooks (supervisor side)
+
+webhook_deliveries_total: Counter = Counter(
+    "bridge_webhook_deliveries_total",
+    "Call webhook delivery attempts, by outcome (delivered, retried, failed).",
+    ["outcome"],
+)
+webhooks_pending: Gauge = Gauge(
+    "bridge_webhooks_pending",
+    "Call webhook events waiting to be delivered (read from the outbox by the sender).",
+    multiprocess_mode="mostrecent",
+)
+
+# ---------------------------------------------------------------------------------------------
 # Processes and admin (supervisor side)
 
 workers_alive: Gauge = Gauge(
@@ -291,6 +305,8 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     tool_calls_total,
     tool_duration_seconds,
     mcp_events_total,
+    webhook_deliveries_total,
+    webhooks_pending,
     workers_alive,
     worker_restarts_total,
     admin_requests_total,
@@ -305,6 +321,8 @@ def _preinitialise() -> None:
         audio_bytes_total.labels(direction=direction)
     for kind in AUDIO_ERROR_KINDS:
         audio_errors_total.labels(kind=kind)
+    for outcome in ("delivered", "retried", "failed"):
+        webhook_deliveries_total.labels(outcome=outcome)
 
 
 _preinitialise()

@@ -61,6 +61,7 @@ class CallRecord:
     cost_per_minute_usd: float | None = None
     warnings: list[str] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)  # the stream's custom parameters
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # name, outcome, duration (+ arguments)
     mcp: list[dict[str, Any]] = field(default_factory=list)  # MCP listings and calls the API made
     session_events: list[dict[str, Any]] = field(default_factory=list)  # reconnects and handovers
@@ -122,6 +123,14 @@ def _copy(value: Any) -> Any:
 
 
 #: Fields holding a list or a dict (stored as JSON text).
-JSON_FIELDS: tuple[str, ...] = ("tokens", "warnings", "transcript", "tool_calls", "mcp", "session_events")
+JSON_FIELDS: tuple[str, ...] = (
+    "tokens",
+    "warnings",
+    "transcript",
+    "parameters",
+    "tool_calls",
+    "mcp",
+    "session_events",
+)
 # Fields with one value each (no lists or dicts): the columns of the CSV export and of the store.
 SCALAR_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CallRecord) if f.name not in JSON_FIELDS)

@@ -18,13 +18,16 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from .records import JSON_FIELDS, SCALAR_FIELDS, CallRecord, CallStatus, EndReason
 
-__all__ = ["SCHEMA_VERSION", "RecordStore", "SqliteRecordStore", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "OutboxEvent", "OutboxRow", "RecordStore", "SqliteRecordStore", "StoreError"]
 
 SCHEMA_VERSION = 2
 _WAL_RETRY_MS = 20
@@ -72,6 +75,7 @@ _SCHEMA_V2: tuple[str, ...] = (
     "ALTER TABLE calls ADD COLUMN carrier TEXT",
     "ALTER TABLE calls ADD COLUMN reconnects INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE calls ADD COLUMN handovers INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE calls ADD COLUMN parameters TEXT NOT NULL DEFAULT '{}'",
     "ALTER TABLE calls ADD COLUMN tool_calls TEXT NOT NULL DEFAULT '[]'",
     "ALTER TABLE calls ADD COLUMN mcp TEXT NOT NULL DEFAULT '[]'",
     "ALTER TABLE calls ADD COLUMN session_events TEXT NOT NULL DEFAULT '[]'",
@@ -98,6 +102,40 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One call webhook event for one endpoint, ready to send (built by accounting.webhooks)."""
+
+    event_id: str
+    endpoint: str
+    type: str
+    call_id: str
+    body: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An event in the outbox and how its delivery is going."""
+
+    event_id: str
+    endpoint: str
+    type: str
+    call_id: str
+    body: bytes
+    created_at: float
+    status: str  # pending | delivered | failed
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    delivered_at: float | None
+
+
+_OUTBOX_COLUMNS = (
+    "event_id, endpoint, type, call_id, body, created_at, status, attempts, next_attempt_at, last_error, delivered_at"
+)
+
+
 class StoreError(Exception):
     """The store cannot be used (for example: written by a newer version of the bridge)."""
 
@@ -109,22 +147,46 @@ class RecordStore(Protocol):
 
     def close(self) -> None: ...
 
-    def start(self, record: CallRecord) -> None:
-        """Write the record of a call that has just started (idempotent: a retry is harmless)."""
+    def start(self, record: CallRecord, events: Sequence[OutboxEvent] = ()) -> None:
+        """Write the record of a call that has just started (idempotent: a retry is harmless),
+        and queue ``events`` (call webhooks) in the same transaction."""
 
     def update(self, record: CallRecord) -> bool:
         """Refresh a live call's record. Returns False, writing nothing, when the stored record
         has already ended (finished, or marked lost): a late update must not bring it back."""
 
-    def finish(self, record: CallRecord) -> None:
-        """Write the final record. Always wins, also over a ``worker_lost`` mark."""
+    def finish(self, record: CallRecord, events: Sequence[OutboxEvent] = ()) -> None:
+        """Write the final record (always wins, also over a ``worker_lost`` mark) and queue
+        ``events`` in the same transaction."""
 
-    def mark_lost(self, worker: int | None = None, *, before: float | None = None) -> int:
+    def mark_lost(
+        self,
+        worker: int | None = None,
+        *,
+        before: float | None = None,
+        events_for: Callable[[CallRecord], Sequence[OutboxEvent]] | None = None,
+    ) -> int:
         """End every live record (of ``worker`` only, if given; last updated before ``before``
-        only, if given) with reason ``worker_lost`` at its last ``updated_at``. Returns the count.
+        only, if given) with reason ``worker_lost`` at its last ``updated_at``, queueing the events
+        ``events_for`` gives for each ended record in the same transaction. Returns the count.
 
         Worker numbers are reused after a restart: pass ``before`` = the time the old worker was
         seen dead, so the replacement's fresh calls are not caught."""
+
+    def due(self, now: float, limit: int = 50) -> list[OutboxRow]:
+        """Pending webhook events whose next attempt is due, oldest first."""
+
+    def delivered(self, event_id: str, endpoint: str, now: float) -> None: ...
+
+    def retry_later(self, event_id: str, endpoint: str, next_attempt_at: float, error: str) -> None: ...
+
+    def give_up(self, event_id: str, endpoint: str, error: str) -> None: ...
+
+    def outbox(self, statuses: Sequence[str] = ("pending", "failed"), limit: int | None = None) -> list[OutboxRow]:
+        """Webhook events in these states, oldest first (``bridge webhooks``)."""
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Number of webhook events by state: pending, delivered, failed."""
 
     def get(self, call_id: str) -> CallRecord | None: ...
 
@@ -220,15 +282,15 @@ class SqliteRecordStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def start(self, record: CallRecord) -> None:
+    def start(self, record: CallRecord, events: Sequence[OutboxEvent] = ()) -> None:
         # Upsert so a retried start (or an update that got there first) is harmless; it never
         # reopens a record that already ended.
-        self._upsert(record, only_live=True)
+        self._write(record, only_live=True, events=events)
 
     def update(self, record: CallRecord) -> bool:
-        return self._upsert(record, only_live=True)
+        return self._write(record, only_live=True)
 
-    def finish(self, record: CallRecord) -> None:
+    def finish(self, record: CallRecord, events: Sequence[OutboxEvent] = ()) -> None:
         if record.status is not CallStatus.ENDED or record.end_reason is None:
             # Losing the record would be worse than a wrong-looking one: store it as ended and
             # say so, rather than raise from the call's finaliser.
@@ -237,9 +299,9 @@ class SqliteRecordStore:
                 end_reason=record.end_reason or EndReason.BRIDGE_ERROR,
                 ended_at=record.ended_at if record.ended_at is not None else record.updated_at,
                 warnings=[*record.warnings, "finished without an end reason or status"])
-        self._upsert(record, only_live=False)
+        self._write(record, only_live=False, events=events)
 
-    def _upsert(self, record: CallRecord, *, only_live: bool) -> bool:
+    def _write(self, record: CallRecord, *, only_live: bool, events: Sequence[OutboxEvent] = ()) -> bool:
         row = _to_row(record)
         names = ", ".join(_COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
@@ -248,10 +310,21 @@ class SqliteRecordStore:
         sql = (f"INSERT INTO calls ({names}) VALUES ({marks}) "
                f"ON CONFLICT (call_id) DO UPDATE SET {sets}{where}")
         with self._lock:
-            cur = self._connection().execute(sql, row)
-            return cur.rowcount > 0
+            conn = self._connection()
+            if not events:
+                return conn.execute(sql, row).rowcount > 0  # one statement: atomic by itself
+            with _transaction(conn):
+                changed = conn.execute(sql, row).rowcount > 0
+                _queue(conn, events)
+            return changed
 
-    def mark_lost(self, worker: int | None = None, *, before: float | None = None) -> int:
+    def mark_lost(
+        self,
+        worker: int | None = None,
+        *,
+        before: float | None = None,
+        events_for: Callable[[CallRecord], Sequence[OutboxEvent]] | None = None,
+    ) -> int:
         where = ["status = 'live'"]
         args: list[Any] = []
         if worker is not None:
@@ -260,17 +333,70 @@ class SqliteRecordStore:
         if before is not None:
             where.append("updated_at < ?")
             args.append(before)
+        condition = " AND ".join(where)
         note = json.dumps("worker lost: the call ended at its last update, or later")
-        # One statement, so it is atomic without an explicit transaction. json_insert appends
-        # the note to the stored warnings (JSON functions are built into SQLite since 3.38).
+        # json_insert appends the note to the stored warnings (JSON functions are built into
+        # SQLite since 3.38).
         sql = ("UPDATE calls SET status = 'ended', end_reason = ?, ended_at = updated_at, "
                "duration_s = MAX(0, updated_at - started_at), "
                "warnings = json_insert(CASE WHEN json_valid(warnings) THEN warnings ELSE '[]' END, "
                "'$[#]', json(?)) "
-               f"WHERE {' AND '.join(where)}")
+               "WHERE call_id = ?")
         with self._lock:
-            cur = self._connection().execute(sql, [EndReason.WORKER_LOST.value, note, *args])
-            return cur.rowcount
+            conn = self._connection()
+            with _transaction(conn):
+                lost = [r[0] for r in conn.execute(f"SELECT call_id FROM calls WHERE {condition}", args)]
+                for call_id in lost:
+                    conn.execute(sql, [EndReason.WORKER_LOST.value, note, call_id])
+                    if events_for is not None:
+                        found = conn.execute(
+                            f"SELECT {', '.join(_COLUMNS)} FROM calls WHERE call_id = ?", (call_id,)
+                        ).fetchone()
+                        _queue(conn, events_for(_from_row(found)))
+            return len(lost)
+
+    # -- the webhook outbox --------------------------------------------------------------------
+
+    def due(self, now: float, limit: int = 50) -> list[OutboxRow]:
+        sql = (f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? "
+               "ORDER BY next_attempt_at, created_at LIMIT ?")
+        with self._lock:
+            return [OutboxRow(*r) for r in self._connection().execute(sql, (now, limit))]
+
+    def delivered(self, event_id: str, endpoint: str, now: float) -> None:
+        self._outbox_update("status = 'delivered', attempts = attempts + 1, delivered_at = ?, last_error = NULL",
+                            [now], event_id, endpoint)
+
+    def retry_later(self, event_id: str, endpoint: str, next_attempt_at: float, error: str) -> None:
+        self._outbox_update("attempts = attempts + 1, next_attempt_at = ?, last_error = ?",
+                            [next_attempt_at, error[:500]], event_id, endpoint)
+
+    def give_up(self, event_id: str, endpoint: str, error: str) -> None:
+        self._outbox_update("status = 'failed', attempts = attempts + 1, last_error = ?",
+                            [error[:500]], event_id, endpoint)
+
+    def _outbox_update(self, sets: str, args: list[Any], event_id: str, endpoint: str) -> None:
+        with self._lock:
+            self._connection().execute(
+                f"UPDATE outbox SET {sets} WHERE event_id = ? AND endpoint = ? AND status = 'pending'",
+                [*args, event_id, endpoint])
+
+    def outbox(self, statuses: Sequence[str] = ("pending", "failed"), limit: int | None = None) -> list[OutboxRow]:
+        marks = ", ".join("?" for _ in statuses)
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status IN ({marks}) ORDER BY created_at, event_id"
+        args: list[Any] = list(statuses)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            return [OutboxRow(*r) for r in self._connection().execute(sql, args)]
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("pending", "delivered", "failed"), 0)
+        with self._lock:
+            for status, count in self._connection().execute("SELECT status, count(*) FROM outbox GROUP BY status"):
+                counts[status] = count
+        return counts
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -316,6 +442,25 @@ class SqliteRecordStore:
         return self._conn
 
 
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _queue(conn: sqlite3.Connection, events: Iterable[OutboxEvent]) -> None:
+    # OR IGNORE: an event id is queued once per endpoint, however often its write is retried.
+    conn.executemany(
+        "INSERT OR IGNORE INTO outbox (event_id, endpoint, type, call_id, body, created_at, status, next_attempt_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+        [(e.event_id, e.endpoint, e.type, e.call_id, e.body, e.created_at, e.created_at) for e in events])
+
+
 def _to_row(record: CallRecord) -> list[Any]:
     data = record.to_dict()
     # default=str: an odd value in a transcript entry is stored as text rather than costing
@@ -329,7 +474,7 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
     must not hide all the others from ``bridge cdr``."""
     data = dict(zip(_COLUMNS, row, strict=True))
     problems: list[str] = []
-    defaults: dict[str, Any] = {name: {} if name == "tokens" else [] for name in _JSON_FIELDS}
+    defaults: dict[str, Any] = {name: {} if name in ("tokens", "parameters") else [] for name in _JSON_FIELDS}
     for name in _JSON_FIELDS:
         try:
             value = json.loads(data[name]) if data[name] is not None else defaults[name]

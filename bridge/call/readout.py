@@ -109,6 +109,7 @@ def fill_record(
     record.turns = core.stats.turns
     record.barge_ins = core.stats.barge_ins
     record.transcript = list(core.transcript)
+    record.parameters = dict(params)
     record.tool_calls = list(core.tool_log)
     record.mcp = list(core.mcp_log)
     for warning in core.warnings:

@@ -14,8 +14,9 @@ import structlog
 import trio
 
 from bridge import metrics
+from bridge.accounting import webhooks
 from bridge.accounting.records import CallRecord
-from bridge.accounting.store import RecordStore
+from bridge.accounting.store import OutboxEvent, RecordStore
 from bridge.call import readout
 from bridge.call.core import Note
 from bridge.call.runner import CallRunner
@@ -152,13 +153,28 @@ class WorkerHooks:
         first = call.call_id not in self._records
         rec = self.build_record(call, final)
         store = self.store
+        events = self._webhook_events(call, rec, first=first, final=final)
         try:
             async with self._lock:
                 if final:
-                    await trio.to_thread.run_sync(store.finish, rec)
+                    await trio.to_thread.run_sync(store.finish, rec, events)
                 elif first:
-                    await trio.to_thread.run_sync(store.start, rec)
+                    await trio.to_thread.run_sync(store.start, rec, events)
                 else:
                     await trio.to_thread.run_sync(store.update, rec)
         except Exception as exc:
             log.error("record_write_failed", call_id=call.call_id, error=repr(exc))
+
+    @staticmethod
+    def _webhook_events(call: CallRunner, rec: CallRecord, *, first: bool, final: bool) -> list[OutboxEvent]:
+        """call.started with the first write of a real call, call.ended with its last one."""
+        endpoints = call.settings.webhooks.endpoints
+        if not endpoints or rec.call_sid is None:
+            return []  # no endpoints, or a connection that never became a call (no start)
+        now = time.time()
+        events: list[OutboxEvent] = []
+        if first:
+            events += webhooks.call_events(rec, "call.started", endpoints, now)
+        if final:
+            events += webhooks.call_events(rec, "call.ended", endpoints, now)
+        return events

@@ -51,7 +51,8 @@ from bridge.server.control import JSONObject, LineChannel, WorkerLink, WorkerUna
 from bridge.server.sdnotify import SdNotifier
 
 if TYPE_CHECKING:
-    from bridge.accounting.store import SqliteRecordStore
+    from bridge.accounting.records import CallRecord
+    from bridge.accounting.store import OutboxEvent, SqliteRecordStore
     from bridge.server.admin import AdminApp
 
 log = structlog.get_logger("bridge.supervisor")
@@ -81,6 +82,8 @@ QUERY_TIMEOUT_S = 1.0
 # (the time workers need to finalise records and exit); after that remaining workers are killed.
 DRAIN_TICK_S = 5.0
 DRAIN_GRACE_S = 30.0
+# At exit, the time given to deliver the webhooks of the last calls.
+WEBHOOK_FLUSH_S = 5.0
 
 
 def worker_count(settings: Settings) -> int:
@@ -205,6 +208,10 @@ class Supervisor:
     _deaths: list[float] = field(default_factory=list)
     _stop_event: trio.Event = field(default_factory=trio.Event)
     _nursery: trio.Nursery | None = None
+    _outbound: Any = None  # the webhook sender's HTTP client (bridge.outbound.Outbound), set in run()
+
+    def _ended_events(self, record: CallRecord) -> list[OutboxEvent]:
+        return ended_events(self.settings, record)
 
     # --- state the admin port reads ------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -216,7 +223,9 @@ class Supervisor:
 
     # --- main ------------------------------------------------------------------------------------
     async def run(self) -> int:
+        from bridge.outbound import Outbound
         from bridge.server.admin import AdminApp
+        from bridge.server.webhook_sender import WebhookSender
         from bridge.server.worker import serve_listeners, trio_listener
 
         # First: a SIGTERM during start-up must drain, not kill the supervisor and orphan workers.
@@ -228,10 +237,14 @@ class Supervisor:
                 ready=self.is_ready,
                 render_metrics=self.render_metrics,
             )
-            async with trio.open_nursery() as nursery:
+            secret = self.secrets.tools_secret
+            outbound = self._outbound = Outbound(secret.get_secret_value() if secret else None)
+            async with outbound, trio.open_nursery() as nursery:
                 self._nursery = nursery
+                sender = WebhookSender(self.store, outbound, lambda: self.settings.webhooks)
                 nursery.start_soon(self._signal_loop, signals)
                 nursery.start_soon(self._watchdog)
+                nursery.start_soon(sender.run)
                 await nursery.start(
                     partial(serve_listeners, self.admin.handle, [trio_listener(self.admin_socket)], nursery)
                 )
@@ -242,7 +255,11 @@ class Supervisor:
                     for slot in self.slots:
                         slots.start_soon(self._slot_loop, slot)
                     slots.start_soon(self._announce_ready)
-                # Every slot loop has ended: we are stopping and every worker has exited.
+                # Every slot loop has ended: we are stopping and every worker has exited. The last
+                # calls' webhooks were queued as they ended: try them once before leaving (what
+                # does not go now stays in the outbox for the next start).
+                with trio.move_on_after(WEBHOOK_FLUSH_S):
+                    await sender.deliver_due()
                 nursery.cancel_scope.cancel()
         log.info("supervisor_exit", exit_code=self.exit_code)
         return self.exit_code
@@ -350,7 +367,9 @@ class Supervisor:
         self._set_alive_gauge()
         # Before any replacement starts: its fresh calls are newer than died_at and stay live.
         try:
-            lost = await trio.to_thread.run_sync(partial(self.store.mark_lost, slot.id, before=died_at))
+            lost = await trio.to_thread.run_sync(
+                partial(self.store.mark_lost, slot.id, before=died_at, events_for=self._ended_events)
+            )
         except Exception as exc:
             lost = -1
             log.error("mark_lost_failed", worker=slot.id, error=repr(exc))
@@ -502,9 +521,22 @@ class Supervisor:
             # admin port is still bound where the old configuration put it.
             if secrets.admin_token is not None:
                 self.admin.token = secrets.admin_token.get_secret_value()
+        if self._outbound is not None:
+            tools_secret = secrets.tools_secret
+            self._outbound.signing_secret = tools_secret.get_secret_value() if tools_secret else None
+        self.secrets = secrets
         self._signal_workers(signal.SIGHUP)
         log.info("reloaded", needs_restart=needs_restart or None)
         self.notifier.ready(f"serving on {self.public_address} with {len(self.slots)} workers (reloaded)")
+
+
+def ended_events(settings: Settings, record: CallRecord) -> list[OutboxEvent]:
+    """call.ended for a record the supervisor ended (its worker died): the business hears of it too."""
+    from bridge.accounting import webhooks
+
+    if record.call_sid is None:
+        return []
+    return webhooks.call_events(record, "call.ended", settings.webhooks.endpoints, time.time())
 
 
 def _render_from(path: str) -> Callable[[], tuple[bytes, str]]:
@@ -582,7 +614,7 @@ def serve(
         try:
             store.open()
             # Whatever is still live was left by an earlier run that died without finalising it.
-            lost = store.mark_lost()
+            lost = store.mark_lost(events_for=partial(ended_events, settings))
         except Exception as exc:
             log.error("records_unavailable", path=str(settings.records.path), error=repr(exc))
             notifier.status(f"cannot open the call records at {settings.records.path}: {exc}")

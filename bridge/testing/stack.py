@@ -3,7 +3,7 @@ trio run on loopback, ports chosen freely. ``bridge demo`` and the end-to-end te
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +17,7 @@ from bridge.accounting.store import SqliteRecordStore
 from bridge.call.runner import CallRunner, WorkerContext
 from bridge.config import Secrets, Settings
 from bridge.server.hooks import WorkerHooks
+from bridge.server.webhook_sender import WebhookSender
 from bridge.server.worker import make_listen_socket, run_worker, trio_listener
 from bridge.testing.simulator_server import SimulatorOptions, SimulatorServer, open_simulator
 
@@ -45,6 +46,7 @@ class Stack:
     store: SqliteRecordStore | None
     stop: trio.Event
     hooks: StackHooks
+    sender: WebhookSender | None = None  # delivers call webhooks (with a record store)
 
     @property
     def media_url(self) -> str:
@@ -59,6 +61,11 @@ class Stack:
         with trio.fail_after(timeout):
             while self.ctx.calls:
                 await trio.sleep(0.02)
+
+
+async def _run_in(scope: trio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
 
 
 def demo_settings(sim_port: int, overrides: dict[str, Any] | None = None, records: Path | None = None) -> Settings:
@@ -119,10 +126,17 @@ async def open_stack(
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(partial(run_worker, ctx, [trio_listener(sock)], extra=extra, stop=stop))
+                sender = None
+                sending = trio.CancelScope()
+                if store is not None and ctx.outbound is not None:
+                    # As the supervisor does for the service: one sender delivers the outbox.
+                    sender = WebhookSender(store, ctx.outbound, lambda: ctx.settings.webhooks)
+                    nursery.start_soon(_run_in, sending, sender.run)
                 try:
-                    yield Stack(settings, ctx, sim, port, admin_port, store, stop, hooks)
+                    yield Stack(settings, ctx, sim, port, admin_port, store, stop, hooks, sender)
                 finally:
                     stop.set()
+                    sending.cancel()
         finally:
             if store is not None:
                 store.close()
