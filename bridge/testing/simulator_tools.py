@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -482,12 +482,19 @@ def parse_preamble(spec: str) -> tuple[int, str]:
 
 
 def build_triggers(
-    calls: list[tuple[int, ToolCall | McpCall]], preambles: list[tuple[int, str]]
+    calls: Sequence[tuple[int, ToolCall]],
+    preambles: Sequence[tuple[int, str]] = (),
+    mcp_calls: Sequence[tuple[int, McpCall]] = (),
 ) -> tuple[ToolTrigger, ...]:
-    """Group calls by turn into one trigger each (several calls in one response), with preambles."""
+    """Group calls by turn into one trigger each (several calls in one response), with preambles.
+
+    Within a turn, function calls come first, then MCP calls, each in the order given.
+    """
     by_turn: dict[int, list[ToolCall | McpCall]] = {}
     for turn, call in calls:
         by_turn.setdefault(turn, []).append(call)
+    for turn, mcp in mcp_calls:
+        by_turn.setdefault(turn, []).append(mcp)
     said = dict(preambles)
     for turn in said:
         if turn not in by_turn:

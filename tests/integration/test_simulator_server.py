@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
 
 from bridge.testing.simulator import SimulatorOptions, ToolCall, ToolTrigger, assistant_audio
 from bridge.testing.simulator_server import open_simulator, serve_simulator
@@ -356,3 +362,55 @@ def test_fault_sessions_spares_the_reconnected_session() -> None:
             assert [s.fault for s in sim.sessions] == ["close", None]
 
     trio.run(main)
+
+
+def test_cli_flags_reach_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from bridge.cli import main as cli_main
+
+    assert cli_main(["simulator", "--preamble", "1:Bye.", "--tool-call", "2:end_call"]) == 2
+    assert "no tool call" in capsys.readouterr().err
+    assert cli_main(["simulator", "--tool-call", '1:end_call:{"reason"']) == 2
+    assert "not JSON" in capsys.readouterr().err
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "bridge", "simulator", "--port", str(port), "--speed", "1000"]
+    argv += ["--response-ms", "200", "--refuse-connections", "1", "--refuse-status", "502"]
+    argv += ["--tool-call", '0:end_call:{"reason":"done"}', "--preamble", "0:Goodbye!"]
+    proc = subprocess.Popen(argv, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def main() -> None:
+        with trio.fail_after(20):
+            while True:  # until it listens; the first handshake is refused on purpose
+                try:
+                    async with open_websocket_url(realtime_url(port), extra_headers=AUTH):
+                        pass
+                except ConnectionRejected as exc:
+                    assert exc.status_code == 502
+                    break
+                except HandshakeError:  # not listening yet
+                    await trio.sleep(0.1)
+        async with open_websocket_url(realtime_url(port), extra_headers=AUTH) as ws:
+            await next_event(ws, "session.created")
+            tool = {"type": "function", "name": "end_call", "parameters": {"type": "object", "properties": {}}}
+            session = {**MANUAL_ULAW, "tools": [tool]}
+            await ws.send_message(json.dumps({"type": "session.update", "session": session}))
+            await next_event(ws, "session.updated")
+            await ws.send_message(json.dumps({"type": "response.create"}))
+            seen: list[dict[str, Any]] = []
+            done = await until_done(ws, seen)
+            assert [o["type"] for o in done["response"]["output"]] == ["message", "function_call"]
+            assert done["response"]["output"][1]["arguments"] == '{"reason":"done"}'
+            assert done["response"]["output"][0]["content"][0]["transcript"] == "Goodbye!"
+
+    try:
+        trio.run(main)
+    finally:
+        proc.terminate()
+        proc.wait(10)
