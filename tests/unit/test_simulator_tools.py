@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import math
+import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bridge.testing.simulator import (
@@ -27,6 +29,10 @@ from bridge.testing.simulator_tools import (
     parse_tool_call,
 )
 from tests.openai_types import validate_client, validate_server
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 Event = dict[str, Any]
 
@@ -493,6 +499,37 @@ def test_trigger_turns_count_committed_caller_audio_and_fire_once() -> None:
     assert calls(out_of_band) == []  # out-of-band responses never call tools
     assert calls(respond(session)) == ["second"]
     assert calls(respond(session)) == []
+    validate_all(session)
+
+
+def test_a_server_vad_turn_triggers_the_call_in_its_auto_response() -> None:
+    transfer = {
+        "type": "function",
+        "name": "transfer_call",
+        "parameters": {
+            "type": "object",
+            "properties": {"target": {"type": "string", "enum": ["sales", "support"]}},
+            "required": ["target"],
+        },
+    }
+    trigger = ToolTrigger(1, (ToolCall("transfer_call", {"target": "sales"}),), preamble="Connecting you to sales.")
+    session = SimulatedSession(SimulatorOptions(seed=3, tool_triggers=(trigger,), response_audio_ms=300))
+    session.connect(0.0)
+    fmt = {"type": PCMU}
+    update(session, {"tools": [transfer], "audio": {"input": {"format": fmt}, "output": {"format": fmt}}})
+    t = np.arange(8000) / 8000
+    pcm = np.concatenate([3000 * np.sin(2 * np.pi * 300 * t), np.zeros(6000)]).astype("<i2").tobytes()
+    ulaw = audioop.lin2ulaw(pcm, 2)
+    out: list[Event] = []
+    for i in range(0, len(ulaw), 160):
+        out += send(
+            session, {"type": "input_audio_buffer.append", "audio": base64.b64encode(ulaw[i : i + 160]).decode()}
+        )
+    assert "input_audio_buffer.committed" in types(out) and "response.created" in types(out)
+    out += drain(session)
+    done = of_type(out, "response.function_call_arguments.done")[0]
+    assert (done["name"], json.loads(done["arguments"])) == ("transfer_call", {"target": "sales"})
+    assert of_type(out, "response.output_audio_transcript.done")[0]["transcript"] == "Connecting you to sales."
     validate_all(session)
 
 
