@@ -379,6 +379,7 @@ class SimulatedSession:
         self.expired = False
         self.close_requested: tuple[int, str] | None = None  # the server should close with this
         self.fault: str | None = None
+        self._end_at = math.inf  # the first of expiry and drop, once connected
         """Set to ``options.drop_mode`` when the drop fault is due: the server then drops the socket
         that way, and the session is dead (it answers nothing more)."""
 
@@ -399,6 +400,8 @@ class SimulatedSession:
     def connect(self, now: float) -> list[str]:
         """Start the session; returns ``[session.created]``."""
         self.connected_at = now
+        drop_at = self._drop_at()
+        self._end_at = min(self._expiry_at(), math.inf if drop_at is None else drop_at)
         return self._dump([self._event("session.created", session=self.effective_session())])
 
     def receive(self, text: str, now: float) -> list[str]:
@@ -457,14 +460,11 @@ class SimulatedSession:
         """When :meth:`tick` next has something to emit (None: only client input can change that)."""
         if self.close_requested is not None or self.fault is not None or self.connected_at is None:
             return None
-        deadlines = [self._expiry_at()]
-        drop_at = self._drop_at()
-        if drop_at is not None:
-            deadlines.append(drop_at)
+        deadline = self._end_at
         active = self._active
         if active is not None and active.message is not None and active.modality == "audio":
-            deadlines.append(active.message.deadline(self._interval_s))
-        return min(deadlines)
+            deadline = min(deadline, active.message.deadline(self._interval_s))
+        return deadline
 
     @property
     def response_active(self) -> bool:
@@ -549,6 +549,8 @@ class SimulatedSession:
         """True once the session can say nothing more (closing, or dropped by a fault, maybe now)."""
         if self.close_requested is not None or self.fault is not None:
             return True
+        if now < self._end_at:
+            return False
         drop_at = self._drop_at()
         if drop_at is not None and now >= drop_at:
             self.fault = self.options.drop_mode
@@ -557,7 +559,7 @@ class SimulatedSession:
         return False
 
     def _expire_if_due(self, now: float) -> list[JSON]:
-        if self.connected_at is None or now < self._expiry_at():
+        if self.connected_at is None or now < self._end_at or now < self._expiry_at():
             return []
         self.expired = True
         minutes = self.options.max_session_s / 60.0
@@ -1519,8 +1521,11 @@ class SimulatedSession:
         bpm = bytes_per_ms(active.fmt["type"])
         common = {"response_id": rec.id, "item_id": msg.item.id, "output_index": msg.output_index, "content_index": 0}
         n_pieces = len(msg.pieces)
-        while msg.sent_chunks < msg.n_chunks and msg.deadline(interval) <= now:
-            active.clock = msg.deadline(interval)
+        while msg.sent_chunks < msg.n_chunks:
+            due = msg.deadline(interval)
+            if due > now:
+                break
+            active.clock = due
             lo = msg.sent_chunks * msg.chunk_bytes
             hi = min(msg.total_bytes, lo + msg.chunk_bytes)
             chunk = loop_slice(msg.source, lo, hi)
