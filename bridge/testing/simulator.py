@@ -130,7 +130,7 @@ _COMMIT_MIN_MS: Final = 100
 _CACHE_GRANULARITY: Final = 64
 _ARGUMENT_DELTA_CHARS: Final = 16  # the real API streams arguments a few tokens per delta
 
-# Token accounting (https://platform.openai.com/docs/guides/realtime-costs): audio in 10 tokens/s,
+# Token accounting (https://developers.openai.com/api/docs/guides/realtime-costs): audio in 10 tokens/s,
 # audio out 20 tokens/s, text about 4 characters per token.
 _IN_AUDIO_MS_PER_TOKEN: Final = 100.0
 _OUT_AUDIO_MS_PER_TOKEN: Final = 50.0
@@ -1298,7 +1298,7 @@ class SimulatedSession:
             tool_choice = validate_tool_choice(params.get("tool_choice", tool_choice), "response.tool_choice", tools)
         in_band = conversation == "auto"
 
-        # Bill the whole conversation so far as input (https://platform.openai.com/docs/guides/realtime-costs),
+        # Bill the whole conversation so far as input (https://developers.openai.com/api/docs/guides/realtime-costs),
         # before this answer joins it; tool definitions are input text too.
         keys: list[tuple[str, int, int]] = [("instructions:" + instructions, _text_tokens(instructions), 0)]
         if tools:

@@ -4,8 +4,8 @@ The real model decides by itself when to call a tool; a test cannot wait for tha
 calls tools only on a **trigger** set in its options: "on the first response after caller turn N,
 (optionally say a short preamble, then) call these tools with these arguments". Everything else
 follows the GA protocol as the real endpoint speaks it (event names and fields from the ``openai``
-package's ``types/realtime``; guide: https://platform.openai.com/docs/guides/realtime-function-calling
-and https://platform.openai.com/docs/guides/realtime-mcp):
+package's ``types/realtime``; guides: https://developers.openai.com/api/docs/guides/realtime-conversations
+and https://developers.openai.com/api/docs/guides/realtime-mcp):
 
 * ``session.update`` / ``response.create`` accept ``tools`` (``function`` and ``mcp``) and
   ``tool_choice`` (``auto``, ``none``, ``required``, ``{"type": "function", "name"}``,
@@ -382,7 +382,7 @@ def needs_approval(tool: JSON, name: str) -> bool:
     """Whether calling ``name`` on this MCP server would need an approval round trip first."""
     approval = tool.get("require_approval")
     if approval is None or approval == "always":
-        # The API's default for require_approval is "always" (https://platform.openai.com/docs/guides/tools-connectors-mcp).
+        # The API's default for require_approval is "always" (https://developers.openai.com/api/docs/guides/tools-connectors-mcp).
         return True
     if approval == "never":
         return False
