@@ -55,9 +55,30 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     from bridge import log
     from bridge.testing.simulator_server import SimulatorOptions, serve_simulator
+    from bridge.testing.simulator_tools import build_triggers, parse_mcp_call, parse_preamble, parse_tool_call
 
     log.setup("info", "auto")
-    options = SimulatorOptions(speed=args.speed)
+    try:
+        calls = [parse_tool_call(spec) for spec in args.tool_call]
+        mcp_calls = [parse_mcp_call(spec, fail=args.mcp_call_fails) for spec in args.mcp_call]
+        preambles = [parse_preamble(spec) for spec in args.preamble]
+        options = SimulatorOptions(
+            speed=args.speed,
+            response_audio_ms=args.response_ms,
+            seed=args.seed,
+            max_session_s=args.max_session,
+            tool_triggers=build_triggers(calls, preambles, mcp_calls),
+            mcp_list_fail=args.mcp_list_fails,
+            drop_after_s=args.drop_after,
+            drop_mode=args.drop_mode,
+            expire_after_s=args.expire_after,
+            fault_sessions=args.fault_sessions,
+            refuse_connections=args.refuse_connections,
+            refuse_status=args.refuse_status,
+        )
+    except ValueError as exc:
+        print(f"bridge simulator: {exc}", file=sys.stderr)
+        return 2
     print(f"Realtime simulator on ws://{args.host}:{args.port}/v1/realtime", file=sys.stderr)
     try:
         trio.run(lambda: serve_simulator(args.host, args.port, options=options))
@@ -104,6 +125,50 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=8765)
     m.add_argument("--speed", type=float, default=4.0, help="audio generation speed vs real time")
+    m.add_argument("--response-ms", type=int, metavar="MS", help="length of each spoken answer")
+    m.add_argument("--seed", type=int, help="seed for ids (reproducible runs)")
+    m.add_argument("--max-session", type=float, default=3600.0, metavar="SECONDS", help="session lifetime")
+    m.add_argument(
+        "--tool-call",
+        action="append",
+        default=[],
+        metavar="TURN:NAME[:ARGS_JSON]",
+        help='after caller turn TURN call function NAME, e.g. 1:end_call:{"reason":"done"} (repeatable; '
+        "several for one turn are one response); only tools the session declares are called",
+    )
+    m.add_argument(
+        "--preamble",
+        action="append",
+        default=[],
+        metavar="TURN:TEXT",
+        help="say TEXT before that turn's tool calls (repeatable)",
+    )
+    m.add_argument(
+        "--mcp-call",
+        action="append",
+        default=[],
+        metavar="TURN:SERVER_LABEL:NAME[:ARGS_JSON]",
+        help="after caller turn TURN call tool NAME of the declared MCP server (repeatable)",
+    )
+    m.add_argument("--mcp-call-fails", action="store_true", help="MCP calls end with response.mcp_call.failed")
+    m.add_argument("--mcp-list-fails", action="store_true", help="listing MCP tools fails (mcp_list_tools.failed)")
+    m.add_argument(
+        "--drop-after", type=float, metavar="SECONDS", help="drop each session's socket this long after it opened"
+    )
+    m.add_argument(
+        "--drop-mode",
+        choices=["close", "reset", "silent"],
+        default="close",
+        help="close: close frame 1011; reset: TCP reset, no close frame; silent: no data and no pongs",
+    )
+    m.add_argument(
+        "--expire-after", type=float, metavar="SECONDS", help="send session_expired this long after opening"
+    )
+    m.add_argument("--fault-sessions", type=int, metavar="K", help="faults hit only the first K sessions")
+    m.add_argument(
+        "--refuse-connections", type=int, default=0, metavar="K", help="refuse the first K connection attempts"
+    )
+    m.add_argument("--refuse-status", type=int, default=503, metavar="STATUS", help="HTTP status for refusals")
     m.set_defaults(func=cmd_simulator)
 
     sub.add_parser("call", help="a simulated caller (bridge call --help)", add_help=False)

@@ -26,6 +26,7 @@ import secrets
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -44,11 +45,15 @@ from bridge.audio.wavfile import CALLER_ALAW, CALLER_ULAW, Wav, bundled, parse_w
 
 __all__ = [
     "ALAW",
+    "LIVE_CALLS",
     "MULAW",
+    "CallRegistry",
     "CallResult",
+    "CallUpdate",
     "CallerOptions",
     "ClearEvent",
     "InterruptEvent",
+    "LiveCall",
     "MarkEvent",
     "Pause",
     "PlaybackBuffer",
@@ -289,6 +294,60 @@ def _new_sid(prefix: str) -> str:
 
 
 @dataclass
+class LiveCall:
+    """A simulated call in progress, as Twilio's REST API sees it (see :class:`CallRegistry`)."""
+
+    call_sid: str
+    account_sid: str
+    stream_sid: str
+    end_stream: Callable[[CallUpdate], None]
+    """Twilio changed the call (new TwiML, a URL, or ``Status=completed``): the stream must end."""
+
+
+@dataclass(frozen=True)
+class CallUpdate:
+    """What a REST update of a live call asked for (``POST .../Calls/{CallSid}.json``)."""
+
+    twiml: str | None = None  # the Twiml parameter
+    targets: tuple[str, ...] = ()  # what its <Dial> dials (numbers, SIP URIs, clients)
+    url: str | None = None  # the Url parameter
+    status: str | None = None  # the Status parameter ("completed": hang up)
+
+
+class CallRegistry:
+    """The simulated calls in progress by CallSid, so a fake of Twilio's REST API can act on them
+    the way Twilio acts on a real call: a redirect ends the call's media stream (``stop``, then the
+    WebSocket closes). Calls register themselves for as long as :func:`run_call` runs."""
+
+    _ENDED_KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._live: dict[str, LiveCall] = {}
+        self._ended: dict[str, str] = {}  # call_sid -> account_sid, most recent last
+
+    def add(self, call: LiveCall) -> None:
+        self._live[call.call_sid] = call
+
+    def remove(self, call_sid: str) -> None:
+        call = self._live.pop(call_sid, None)
+        if call is not None:
+            self._ended[call_sid] = call.account_sid
+            while len(self._ended) > self._ENDED_KEPT:
+                del self._ended[next(iter(self._ended))]
+
+    def live(self, call_sid: str) -> LiveCall | None:
+        return self._live.get(call_sid)
+
+    def ended_account(self, call_sid: str) -> str | None:
+        """The account of a call that was live here and has ended (None: never seen, or live)."""
+        return self._ended.get(call_sid)
+
+
+LIVE_CALLS = CallRegistry()
+"""Where simulated calls register unless ``CallerOptions.registry`` names another registry."""
+
+
+@dataclass
 class CallerOptions:
     """What the simulated caller does. With ``script`` unset the call is:
     ``leading_silence_ms`` of silence, then ``turns`` times the recording separated by ``gap_ms``
@@ -324,6 +383,7 @@ class CallerOptions:
     close_timeout_s: float = 5.0
     send_timeout_s: float = 10.0  # a single send blocked this long aborts the call
     record_audio: bool = True  # keep sent/played/cleared bytes (turn off for load tests)
+    registry: CallRegistry | None = None  # where the call registers while live (None: LIVE_CALLS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +475,18 @@ class CallResult:
     error_count: int = 0
     unknown_events: dict[str, int] = field(default_factory=dict)
     failure: str | None = None  # why the call ended abnormally on our side (send timeout)
+    closed_at: float | None = None  # when the media WebSocket closed (by either side)
+    redirected_at: float | None = None  # when Twilio's REST API changed the call (it then stopped)
+    redirect: CallUpdate | None = None  # what that update asked for (TwiML and its <Dial> targets)
+
+    @property
+    def redirected(self) -> bool:
+        return self.redirect is not None
+
+    @property
+    def last_mark_echoed_at(self) -> float | None:
+        """When the last mark was echoed (its audio had played, or a clear flushed it)."""
+        return self.marks_echoed[-1].at if self.marks_echoed else None
 
     @property
     def ok(self) -> bool:
@@ -440,6 +512,7 @@ def result_to_dict(result: CallResult) -> dict[str, Any]:
         data.pop(key)
     data["ok"] = result.ok
     data["reply_latencies_ms"] = result.reply_latencies_ms
+    data["last_mark_echoed_at"] = result.last_mark_echoed_at
     for u, raw in zip(result.utterances, data["utterances"], strict=True):
         raw["reply_latency_ms"] = u.reply_latency_ms
     for i, raw in zip(result.interrupts, data["interrupts"], strict=True):
@@ -577,6 +650,9 @@ class _Call:
         self._dtmf = deque(sorted(options.dtmf, key=lambda entry: entry[0]))
         self._last_voiced_at: float | None = None
         self._last_media_at: float | None = None
+        # The script runs in this scope: a hang-up deadline or a REST redirect ends it early.
+        self._script_scope = trio.CancelScope()
+        self.registry = options.registry or LIVE_CALLS
 
     def _speech(self, data: bytes) -> _Speech:
         frames = _frames(data, self.silence)
@@ -728,9 +804,10 @@ class _Call:
         deadline = math.inf
         if self.options.hang_up_after_ms is not None:
             deadline = self.t0 + self.options.hang_up_after_ms / 1000.0
-        with trio.move_on_at(deadline) as scope:
+        self._script_scope.deadline = deadline
+        with self._script_scope as scope:
             await self._run_script(ws)
-        r.hung_up_early = scope.cancelled_caught
+        r.hung_up_early = scope.cancelled_caught and r.redirect is None
         self._hanging_up = True
         await self._send(
             ws,
@@ -751,6 +828,8 @@ class _Call:
             try:
                 message = await ws.get_message()
             except ConnectionClosed:
+                if self.result.closed_at is None:
+                    self.result.closed_at = self._rel(trio.current_time())
                 if not self._hanging_up:
                     self.result.closed_by = "server"
                     scope.cancel()
@@ -863,9 +942,26 @@ class _Call:
 
     # -- the whole call ---------------------------------------------------------------------
 
+    def _end_stream(self, update: CallUpdate) -> None:
+        """Twilio's REST API changed the call: as Twilio does, end the stream (``stop``, close)."""
+        r = self.result
+        if r.redirect is not None:
+            return
+        r.redirect = update
+        r.redirected_at = self._rel(trio.current_time())
+        self._script_scope.cancel()
+
     async def run(self) -> CallResult:
-        o, r = self.options, self.result
+        r = self.result
         r.started_at = time.time()
+        self.registry.add(LiveCall(r.call_sid, r.account_sid, r.stream_sid, self._end_stream))
+        try:
+            return await self._run()
+        finally:
+            self.registry.remove(r.call_sid)
+
+    async def _run(self) -> CallResult:
+        o, r = self.options, self.result
         try:
             async with open_websocket_url(
                 o.url,
@@ -912,6 +1008,8 @@ class _Call:
         if r.closed_by is None:
             r.closed_by = "caller"
         now = trio.current_time()
+        if r.closed_at is None:
+            r.closed_at = self._rel(now)
         self.buffer.advance(now)
         r.duration_s = now - self.t0
         r.played_bytes = self.buffer.played_bytes
@@ -977,6 +1075,9 @@ def summarise(result: CallResult) -> str:
         f"marks: {len(r.marks_received)} received, {len(r.marks_echoed)} echoed ({flushed} by clear); "
         f"clears: {len(r.clears)}" + (f" ({clears})" if clears else "")
     )
+    if r.redirect is not None and r.redirected_at is not None:
+        to = ", ".join(r.redirect.targets) or r.redirect.url or r.redirect.status or "new TwiML"
+        lines.append(f"redirected by the REST API at {r.redirected_at:.2f} s (to {to}); the stream stopped")
     for i in r.interrupts:
         after = "no clear" if i.clear_latency_ms is None else f"clear {i.clear_latency_ms:.0f} ms later"
         lines.append(f"barge-in at {i.at:.2f} s, {i.response_played_ms:.0f} ms into response, {after}")

@@ -480,6 +480,40 @@ def test_server_closing_mid_call_is_recorded_and_ends_the_call() -> None:
     assert not result.ok
 
 
+def test_the_bridge_closing_after_its_last_mark_is_recorded_with_times_code_and_reason() -> None:
+    async def bridge(ws: WebSocketConnection, seen: Seen) -> None:
+        await receive(ws, seen)
+        sid = (await receive(ws, seen))["streamSid"]
+        await ws.send_message(media(sid, b"\x01" * 1600))  # a 200 ms goodbye
+        await ws.send_message(mark(sid, "goodbye"))
+        while (await receive(ws, seen))["event"] != "mark":
+            pass
+        await ws.aclose(1000, "agent_hangup")  # only once the caller has heard it all
+
+    result, seen = call_against(bridge, script=[Pause(5000)])
+
+    assert seen.problems == []
+    assert result.closed_by == "server" and not result.stop_sent
+    assert (result.close_code, result.close_reason) == (1000, "agent_hangup")
+    assert [m.name for m in result.marks_echoed] == ["goodbye"]
+    echoed, closed = result.last_mark_echoed_at, result.closed_at
+    assert echoed is not None and closed is not None
+    assert echoed >= 0.2  # the mark waited for its audio to play
+    assert echoed <= closed < echoed + 0.5
+    assert result.duration_s < 3 and result.played_bytes == 1600
+    assert result_to_dict(result)["last_mark_echoed_at"] == echoed
+    assert not result.redirected
+
+
+def test_a_call_without_marks_has_no_last_mark_time() -> None:
+    async def bridge(ws: WebSocketConnection, seen: Seen) -> None:
+        await drain(ws, seen)
+
+    result, _ = call_against(bridge, script=[Pause(40)], realtime=False)
+    assert result.last_mark_echoed_at is None
+    assert result.closed_by == "caller" and result.closed_at is not None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
