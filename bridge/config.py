@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.accounting.pricing import PricingConfig
+from bridge.httpmsg import HttpResult
 from bridge.toolspec import TOOL_NAME, McpServer, SecretRef, ToolChoice, WebhookTool, check_unique_names, secret_refs
 
 AudioFormatName = Literal["pcmu", "pcma", "pcm16"]
@@ -317,6 +318,38 @@ class SessionWebhookSettings(BaseModel):
         if v is not None and not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http:// or https:// URL")
         return v
+
+
+class SessionLookupAnswer(BaseModel):
+    """What the session lookup may set for one call (validated like the configuration)."""
+
+    model_config = _STRICT
+    instructions: str | None = None
+    voice: Voice | None = None
+    greeting: str | None = None
+    parameters: dict[str, str] | None = None  # placeholder values, e.g. {"caller_name": "Ada"}
+    tools: list[WebhookTool] | None = None  # replaces the profile's webhook tools
+
+    @model_validator(mode="after")
+    def _unique(self) -> SessionLookupAnswer:
+        check_unique_names(self.tools or [], [])
+        return self
+
+
+def parse_lookup_answer(result: HttpResult) -> SessionLookupAnswer:
+    """The session lookup's answer, or ValueError saying in a few words why it cannot be used."""
+    if result.status is None:
+        raise ValueError(result.detail or "no answer")
+    if not result.ok:
+        raise ValueError(f"HTTP status {result.status}")
+    if not result.body.strip():
+        return SessionLookupAnswer()
+    try:
+        return SessionLookupAnswer.model_validate_json(result.body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(answer)"
+        raise ValueError(f"invalid answer: {where}: {first['msg']}") from None
 
 
 class LogSettings(BaseModel):

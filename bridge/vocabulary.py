@@ -156,6 +156,8 @@ class NoteKind(enum.StrEnum):
     """A tool call finished: its outcome and duration."""
     MCP = "mcp"
     """The Realtime API listed or called an MCP server's tools."""
+    SESSION_LOOKUP = "session_lookup"
+    """The per-call session lookup answered and changed the session."""
 
 
 class ToolOutcome(enum.StrEnum):

@@ -27,6 +27,7 @@ runner puts on the carrier's socket, so the wire always says what the core decid
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ from bridge.call.playback import PlaybackTracker
 from bridge.call.tools import END_CALL, Checked, Refused, ToolBox, ToolRequest, outcome_of, output_text
 from bridge.call.vad import EnergyVad
 from bridge.carrier import base as tel
-from bridge.config import LocalVad, Secrets, SessionSettings, Settings
+from bridge.config import LocalVad, Secrets, SessionSettings, Settings, parse_lookup_answer
 from bridge.httpmsg import HttpRequest, HttpResult
 from bridge.realtime import events as rt
 from bridge.realtime.session import build_session_update, format_mismatch, greeting_response
@@ -110,6 +111,13 @@ class CallTool:
 
 
 @dataclass(frozen=True, slots=True)
+class LookupSession:
+    """Ask the business's system about this call; report with :meth:`CallCore.on_session_lookup`."""
+
+    request: HttpRequest
+
+
+@dataclass(frozen=True, slots=True)
 class Transfer:
     """Ask the carrier to move the caller to ``target``; report with :meth:`CallCore.on_transfer_result`."""
 
@@ -117,7 +125,7 @@ class Transfer:
     request: HttpRequest
 
 
-Action = SendCarrier | SendModel | ConnectModel | CallTool | Transfer | EndCall | Note
+Action = SendCarrier | SendModel | ConnectModel | CallTool | LookupSession | Transfer | EndCall | Note
 
 
 @dataclass(slots=True)
@@ -383,6 +391,9 @@ class CallCore:
             return
         self.stream_sid, self.call_sid, self._account_sid = ev.stream_sid, ev.call_sid, ev.account_sid
         self.parameters = dict(ev.custom_parameters)
+        for key, value in (("from", ev.from_number), ("to", ev.to_number)):
+            if value and key not in self.parameters:
+                self.parameters[key] = value
         self.profile, self.session, warning = self.settings.session_for(self.parameters.get("profile"))
         if warning:
             self.warnings.append(warning)
@@ -392,14 +403,6 @@ class CallCore:
         self._bytes_per_ms_session = 48.0 if session_format is SessionFormat.PCM16 else 8.0
         self.converter = make_converter(carrier_format, session_format)
         self._writer = self.carrier.writer(ev)
-        transcription_model = session.transcription.model if session.transcription else None
-        self.meter = UsageMeter(session.model, self.settings.pricing, transcription_model)
-        self.tools = ToolBox(session, self.secrets)
-        if self.tools.transfer_targets and not self.carrier.can_transfer:
-            warning = f"transfer_call is not offered: carrier {self.carrier.name} cannot transfer calls"
-            self.warnings.append(warning)
-            self.tools.transfer_targets.clear()
-        self._session_update = build_session_update(session, self.parameters, self.tools.session_fields())
         if isinstance(session.turn_detection, LocalVad):
             self._vad_settings = session.turn_detection
             self._vad = EnergyVad(
@@ -418,6 +421,49 @@ class CallCore:
             carrier_format=carrier_format.value,
             session_format=session.audio_format,
         )
+        lookup = self.settings.session_webhook
+        if lookup.url:
+            # The business's system may personalise the call first; caller audio is kept meanwhile.
+            body = json.dumps({"call": self.call_details()}, separators=(",", ":")).encode()
+            headers = (("Content-Type", "application/json"),)
+            out.append(LookupSession(HttpRequest("POST", lookup.url, headers, body, lookup.timeout_s, sign=True)))
+            return
+        self._open_session(out)
+
+    def on_session_lookup(self, result: HttpResult, now: float) -> list[Action]:
+        """The per-call session lookup answered (or failed): apply it, then open the model session."""
+        out: list[Action] = []
+        if self.ending is not None or self.session is None or self._session_update is not None:
+            return out
+        try:
+            answer = parse_lookup_answer(result)
+        except ValueError as exc:
+            warning = f"session lookup failed ({exc}); profile {self.profile} used as configured"
+            self.warnings.append(warning)
+            out.append(Note(NoteKind.PROFILE_FALLBACK, {"warning": warning}))
+        else:
+            changes = answer.model_dump(exclude_none=True, exclude={"parameters", "tools"})
+            if answer.tools is not None:
+                changes["tools"] = answer.tools
+            self.session = self.session.model_copy(update=changes)
+            self.parameters.update(answer.parameters or {})
+            applied = sorted([*changes, *(["parameters"] if answer.parameters else [])])
+            out.append(Note(NoteKind.SESSION_LOOKUP, {"applied": applied, "seconds": result.duration_s}))
+        self._open_session(out)
+        return out
+
+    def _open_session(self, out: list[Action]) -> None:
+        """The session settings are final: build the meter, the tools, the session.update; connect."""
+        session = self.session
+        assert session is not None
+        transcription_model = session.transcription.model if session.transcription else None
+        self.meter = UsageMeter(session.model, self.settings.pricing, transcription_model)
+        self.tools = ToolBox(session, self.secrets)
+        if self.tools.transfer_targets and not self.carrier.can_transfer:
+            warning = f"transfer_call is not offered: carrier {self.carrier.name} cannot transfer calls"
+            self.warnings.append(warning)
+            self.tools.transfer_targets.clear()
+        self._session_update = build_session_update(session, self.parameters, self.tools.session_fields())
         out.append(ConnectModel(session.model))
 
     def _on_media(self, ev: tel.Media, now: float) -> list[Action]:

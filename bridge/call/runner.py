@@ -30,6 +30,7 @@ from bridge.call.core import (
     CallTool,
     ConnectModel,
     EndCall,
+    LookupSession,
     Note,
     SendCarrier,
     SendModel,
@@ -259,6 +260,9 @@ class CallRunner:
                 elif isinstance(action, Transfer):
                     assert self._nursery is not None
                     self._nursery.start_soon(self._transfer, action)
+                elif isinstance(action, LookupSession):
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._lookup, action)
                 elif isinstance(action, EndCall):
                     await self._close(action)
         finally:
@@ -275,6 +279,10 @@ class CallRunner:
         # Runs in the call's nursery: when the call ends, the request is cancelled with it.
         result = await self._http(action.request.http)
         await self._do(self.core.on_tool_result(action.request.call_id, result, trio.current_time()))
+
+    async def _lookup(self, action: LookupSession) -> None:
+        result = await self._http(action.request)
+        await self._do(self.core.on_session_lookup(result, trio.current_time()))
 
     async def _transfer(self, action: Transfer) -> None:
         result = await self._http(action.request)

@@ -16,7 +16,7 @@ from trio_websocket import wrap_server_stream
 
 from bridge import metrics
 from bridge.call.runner import CallRunner, WorkerContext
-from bridge.carrier import twiml
+from bridge.carrier import twilio, twiml
 from bridge.server.http import (
     BadRequest,
     PrefixedStream,
@@ -139,7 +139,7 @@ class FrontDoor:
                 nursery.cancel_scope.cancel()
                 return
             ws = await ws_request.accept()
-            runner = CallRunner(ctx, ws, self._remote(stream))
+            runner = CallRunner(ctx, ws, self._remote(stream), twilio.from_settings(ctx.settings, ctx.secrets))
             await runner.run()
             nursery.cancel_scope.cancel()
 

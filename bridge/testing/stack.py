@@ -3,7 +3,7 @@ trio run on loopback, ports chosen freely. ``bridge demo`` and the end-to-end te
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from pydantic import SecretStr
 
 from bridge.accounting.store import SqliteRecordStore
 from bridge.call.runner import CallRunner, WorkerContext
-from bridge.config import Secrets, Settings
+from bridge.config import Settings, load_secrets
 from bridge.server.hooks import WorkerHooks
 from bridge.server.webhook_sender import WebhookSender
 from bridge.server.worker import make_listen_socket, run_worker, trio_listener
@@ -94,20 +93,24 @@ async def open_stack(
     api_key: str = DEMO_KEY,
     admin: bool = True,
     admin_token: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Simulator + one worker (+ its admin port) in this trio run, on loopback, ports chosen freely.
 
-    ``admin_token`` makes the admin port require ``Authorization: Bearer <token>``.
+    ``admin_token`` makes the admin port require ``Authorization: Bearer <token>``. ``env`` holds
+    the secrets the service would read from its environment (``BRIDGE_TOOLS_SECRET``,
+    ``TWILIO_AUTH_TOKEN``, variables named by ``{ env = ... }`` references); nothing is read from
+    the test process's own environment.
     """
-    from bridge.log import REDACTOR
     from bridge.server.admin import AdminApp, LocalSessions
 
     async with open_simulator(options=simulator) as sim:
         settings = demo_settings(sim.port, overrides, records)
-        secrets = Secrets(SecretStr(api_key), None, SecretStr(admin_token) if admin_token else None)
-        # As the service must: no log line may quote a secret, whatever shape it has.
-        REDACTOR.add(api_key)
-        REDACTOR.add(admin_token)
+        environ = {"OPENAI_API_KEY": api_key, **(env or {})}
+        if admin_token:
+            environ["BRIDGE_ADMIN_TOKEN"] = admin_token
+        # As the service does (and registering them with the log redactor, as it must).
+        secrets = load_secrets(settings, environ)
         store = SqliteRecordStore(records) if records is not None else None
         if store is not None:
             store.open()
