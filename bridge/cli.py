@@ -107,6 +107,13 @@ def cmd_cdr(args: argparse.Namespace) -> int:
     return int(run_cdr(settings, args))
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from bridge.accounting.webhooks_command import run_webhooks
+
+    settings = _load(args)
+    return int(run_webhooks(settings, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bridge", description="Phone calls to OpenAI Realtime, on trio.")
     p.add_argument("--config", help="TOML configuration file (or BRIDGE_CONFIG)")
@@ -190,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int)
     r.add_argument("--db", help="records database (default: records.path)")
     r.set_defaults(func=cmd_cdr)
+
+    w = sub.add_parser("webhooks", help="call webhooks pending delivery, or failed")
+    w.add_argument("--status", choices=["all", "pending", "failed"], default="all")
+    w.add_argument("--limit", type=int)
+    w.add_argument("--json", action="store_true")
+    w.add_argument("--db", help="records database (default: records.path)")
+    w.set_defaults(func=cmd_webhooks)
     return p
 
 

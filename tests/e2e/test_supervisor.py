@@ -132,7 +132,14 @@ class Service:
 
 
 def write_config(
-    path: Path, sim_port: int, port: int, admin_port: int, records: Path, drain: float, realtime: str = ""
+    path: Path,
+    sim_port: int,
+    port: int,
+    admin_port: int,
+    records: Path,
+    drain: float,
+    realtime: str = "",
+    extra: str = "",
 ) -> None:
     path.write_text(
         f"""
@@ -153,6 +160,7 @@ update_interval_s = 0.5
 [log]
 level = "info"
 format = "json"
+{extra}
 """
     )
 
@@ -167,11 +175,12 @@ async def service(
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
     realtime: str = "",
+    extra: str = "",
 ) -> AsyncIterator[Service]:
     port, admin_port = free_port(), free_port()
     records = tmp_path / "calls.sqlite"
     config = tmp_path / "bridge.toml"
-    write_config(config, sim.port, port, admin_port, records, drain, realtime=realtime)
+    write_config(config, sim.port, port, admin_port, records, drain, realtime=realtime, extra=extra)
     environ = {
         k: v
         for k, v in os.environ.items()
