@@ -208,6 +208,11 @@ class RealtimeSettings(SessionSettings):
     connect_timeout_s: float = Field(10.0, gt=0, le=120)
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024)
     ping_interval_s: float = Field(15.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)  # an unanswered ping means the session is lost
+    # A lost model session is replaced within this long (retries with backoff), or the call ends.
+    reconnect_timeout_s: float = Field(5.0, gt=0, le=120)
+    # A session is replaced (at a quiet moment) once it is this old: OpenAI ends them at 60 min.
+    session_handover_s: float = Field(3300.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -224,7 +229,7 @@ class ServerSettings(BaseModel):
     public_url: str | None = None
     workers: int = Field(0, ge=0, le=256)  # 0: one per CPU
     drain_timeout_s: float = Field(300.0, ge=0)
-    max_call_duration_s: float = Field(3500.0, gt=0)  # OpenAI ends sessions at 60 min
+    max_call_duration_s: float = Field(4 * 3600.0, gt=0)  # a business limit: sessions are handed over
     max_calls: int = Field(0, ge=0)  # per worker; 0 is unlimited
     max_message_bytes: int = Field(256 * 1024, ge=4096)
     ping_interval_s: float = Field(15.0, gt=0)

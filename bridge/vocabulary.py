@@ -156,6 +156,10 @@ class NoteKind(enum.StrEnum):
     """A tool call finished: its outcome and duration."""
     MCP = "mcp"
     """The Realtime API listed or called an MCP server's tools."""
+    RECONNECT = "reconnect"
+    """The model session was lost (phase lost), replaced (restored) or could not be (failed)."""
+    HANDOVER = "handover"
+    """The model session was replaced before it aged out (phase started, done, failed)."""
     SESSION_LOOKUP = "session_lookup"
     """The per-call session lookup answered and changed the session."""
 

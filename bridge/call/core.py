@@ -41,6 +41,7 @@ from bridge.audio.convert import (
     make_converter,
     parse_carrier_encoding,
 )
+from bridge.call.conversation import Conversation
 from bridge.call.playback import PlaybackTracker
 from bridge.call.tools import END_CALL, Checked, Refused, ToolBox, ToolRequest, outcome_of, output_text
 from bridge.call.vad import EnergyVad
@@ -74,11 +75,31 @@ class SendCarrier:
 @dataclass(frozen=True, slots=True)
 class SendModel:
     text: str
+    session: int | None = None  # None: the session the call's audio goes to (see UseModel)
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectModel:
+    """Open model session number ``session`` (after ``delay_s``); report with on_model_connected."""
+
     model: str
+    session: int = 1
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UseModel:
+    """From now on, SendModel without a session goes to session ``session`` (None: nowhere)."""
+
+    session: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseModel:
+    """Close model session ``session``: the bridge is done with it (replaced, or lost)."""
+
+    session: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +146,18 @@ class Transfer:
     request: HttpRequest
 
 
-Action = SendCarrier | SendModel | ConnectModel | CallTool | LookupSession | Transfer | EndCall | Note
+Action = (
+    SendCarrier
+    | SendModel
+    | ConnectModel
+    | UseModel
+    | CloseModel
+    | CallTool
+    | LookupSession
+    | Transfer
+    | EndCall
+    | Note
+)
 
 
 @dataclass(slots=True)
@@ -135,6 +167,17 @@ class _ToolCall:
     response_id: str
     started_at: float
     arguments: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Loss:
+    """The model session was lost; a new one is being opened."""
+
+    cause: str  # closed, ping_timeout, session_expired, ...
+    detail: str
+    at: float
+    attempts: int = 0
+    was_active: bool = True
 
 
 @dataclass(slots=True)
@@ -169,7 +212,15 @@ _SESSION_FORMATS = {"pcmu": SessionFormat.PCMU, "pcma": SessionFormat.PCMA, "pcm
 BENIGN_MODEL_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
 )
-FATAL_MODEL_ERRORS = frozenset({"session_expired", "beta_api_shape_disabled", "invalid_api_key"})
+# Errors no new session would fix: the call ends. (session_expired is not one: a new session is.)
+FATAL_MODEL_ERRORS = frozenset({"beta_api_shape_disabled", "invalid_api_key"})
+# A lost session is retried with this backoff (seconds), within realtime.reconnect_timeout_s.
+RECONNECT_BACKOFF_S = (0.0, 0.1, 0.25, 0.5, 1.0)
+# A handover waits for a quiet moment; this long after it is due it happens anyway (a session
+# handed over at 3300 s is at most 3420 s old, safely under the API's 3600 s).
+HANDOVER_LATEST_S = 120.0
+# A handover whose new session could not be opened is tried again this much later.
+HANDOVER_RETRY_S = 30.0
 # Caller audio kept while the model session opens (a few hundred ms normally).
 MAX_BUFFERED_FRAMES = 250  # 5 s of 20 ms frames
 # A carrier that opens the socket but never sends its start message holds a worker slot.
@@ -192,6 +243,8 @@ class CallStats:
     dtmf: int = 0
     response_latencies: list[float] = field(default_factory=list)
     tool_calls: int = 0
+    reconnects: int = 0
+    handovers: int = 0
 
 
 class CallCore:
@@ -243,6 +296,17 @@ class CallCore:
         self._done_responses: set[str] = set()
         self._mcp_items: dict[str, McpItemInfo] = {}
         self._goodbye: _Goodbye | None = None
+        # Model sessions: numbered from 1; the call's audio goes to _session_no (0: none).
+        self.history = Conversation()
+        self.session_events: list[dict[str, Any]] = []  # reconnects and handovers, for the record
+        self._session_no = 0
+        self._next_no = 1
+        self._pending_no: int | None = None  # being opened
+        self._ready_no: int | None = None  # handover: opened and updated, waiting for a quiet moment
+        self._session_started_at: float | None = None
+        self._ever_active = False
+        self._lost: _Loss | None = None
+        self._handover_not_before = 0.0
 
     # --- read-outs -------------------------------------------------------------------------
     @property
@@ -319,25 +383,45 @@ class CallCore:
             self.end(EndReason.CALLER_HANGUP, f"carrier closed the socket ({code})", out)
         return out
 
-    def on_model_closed(self, code: int | None, reason: str | None, now: float) -> list[Action]:
-        """The model's socket closed without the bridge asking."""
+    def on_model_closed(
+        self, code: int | None, reason: str | None, now: float, session: int | None = None
+    ) -> list[Action]:
+        """A model socket closed without the bridge asking: a new session takes over the call."""
         out: list[Action] = []
         detail = f"model closed the session ({code}: {reason})" if code is not None else "model closed the session"
-        self.end(EndReason.MODEL_ERROR, detail, out)
+        self._session_failed(self._which(session), "closed", detail, now, out)
         return out
 
-    def on_model_connect_failed(self, detail: str, now: float) -> list[Action]:
+    def on_model_connect_failed(self, detail: str, now: float, session: int | None = None) -> list[Action]:
         out: list[Action] = []
-        self.end(EndReason.MODEL_ERROR, detail, out)
+        no = self._pending_no if session is None else session
+        if no is not None and no == self._pending_no:
+            self._pending_failed(no, detail, now, out)
         return out
 
-    def on_ping_timeout(self, side: Side, now: float) -> list[Action]:
+    def on_ping_timeout(self, side: Side, now: float, session: int | None = None) -> list[Action]:
         out: list[Action] = []
         if side is Side.CARRIER:
             self.end(EndReason.TIMEOUT, "carrier did not answer a ping", out)
         else:
-            self.end(EndReason.MODEL_ERROR, "model did not answer a ping", out)
+            self._session_failed(self._which(session), "ping_timeout", "model did not answer a ping", now, out)
         return out
+
+    def _which(self, session: int | None) -> int:
+        if session is not None:
+            return session
+        return self._session_no or (self._pending_no or 0)
+
+    def _session_failed(self, no: int, cause: str, detail: str, now: float, out: list[Action]) -> None:
+        if no and no == self._pending_no:
+            self._pending_failed(no, detail, now, out)
+        elif no and no == self._session_no:
+            self._lose(cause, detail, now, out)
+        elif no and no == self._ready_no:
+            self._ready_no = None  # a handover's new session died before the switch: try later
+            self._handover_not_before = now + HANDOVER_RETRY_S
+            out.append(Note(NoteKind.HANDOVER, {"phase": "failed", "detail": detail}))
+        # else: a session the bridge already closed
 
     def on_crash(self, error: str) -> list[Action]:
         """A bug in the bridge broke this call's tasks."""
@@ -464,7 +548,14 @@ class CallCore:
             self.warnings.append(warning)
             self.tools.transfer_targets.clear()
         self._session_update = build_session_update(session, self.parameters, self.tools.session_fields())
-        out.append(ConnectModel(session.model))
+        self._connect(out)
+
+    def _connect(self, out: list[Action], delay_s: float = 0.0) -> None:
+        assert self.session is not None
+        no = self._next_no
+        self._next_no += 1
+        self._pending_no = no
+        out.append(ConnectModel(self.session.model, no, delay_s))
 
     def _on_media(self, ev: tel.Media, now: float) -> list[Action]:
         stats = self.stats
@@ -483,7 +574,7 @@ class CallCore:
             self._local_vad(ev.payload, now, out)
         if self.state is CallState.ACTIVE:
             out.append(SendModel(rt.append_audio(payload)))
-        elif self.state is CallState.STARTING:
+        elif self.state is CallState.STARTING or self.state is CallState.RECONNECTING:
             if len(self._buffer) >= MAX_BUFFERED_FRAMES:
                 self._buffer.popleft()
                 stats.dropped_frames += 1
@@ -500,7 +591,9 @@ class CallCore:
 
     def _send_dtmf(self, digit: str, out: list[Action], respond: bool = True) -> None:
         # The WebSocket API has no DTMF event (SIP only), so the digit becomes a user message.
-        out.append(SendModel(rt.dumps(rt.user_text(f"[The caller pressed the keypad key {digit}]"))))
+        text = f"[The caller pressed the keypad key {digit}]"
+        self.history.user(text)
+        out.append(SendModel(rt.dumps(rt.user_text(text))))
         if respond and self.session is not None and self.session.dtmf_response:
             self._request_response(out)
 
@@ -540,13 +633,47 @@ class CallCore:
             self._request_response(out)
 
     # --- model side --------------------------------------------------------------------------
-    def on_model_connected(self, now: float) -> list[Action]:
+    def on_model_connected(self, now: float, session: int | None = None) -> list[Action]:
+        """A model socket opened: configure its session (the same session.update every time)."""
+        no = self._pending_no if session is None else session
+        if no is None or no != self._pending_no or self.ending is not None:
+            return []
         assert self._session_update is not None
-        return [SendModel(rt.dumps(self._session_update))]
+        return [SendModel(rt.dumps(self._session_update), session=no)]
 
-    def on_model(self, ev: rt.ModelEvent, now: float) -> list[Action]:
-        if type(ev) is rt.AudioDelta:
-            return self._on_delta(ev, now)
+    def on_model(self, ev: rt.ModelEvent, now: float, session: int | None = None) -> list[Action]:
+        if session is None or session == self._session_no:
+            if type(ev) is rt.AudioDelta:
+                return self._on_delta(ev, now)
+            return self._on_current(ev, now)
+        return self._on_other(ev, now, session)
+
+    def _on_other(self, ev: rt.ModelEvent, now: float, no: int) -> list[Action]:
+        """An event of a session the call's audio does not go to: the one being opened, or an old one."""
+        out: list[Action] = []
+        if no == self._pending_no:
+            if isinstance(ev, rt.SessionUpdated):
+                self._on_session_updated(ev, now, out)
+            elif isinstance(ev, rt.ModelError):
+                self.stats.model_errors += 1
+                fields = {"code": ev.code, "message": ev.message, "param": ev.param, "benign": False}
+                out.append(Note(NoteKind.MODEL_ERROR, fields))
+                if ev.code in FATAL_MODEL_ERRORS:
+                    self.end(EndReason.MODEL_ERROR, f"{ev.code}: {ev.message}", out)
+                elif (ev.param or "").startswith("session"):
+                    self._pending_failed(no, f"session.update rejected: {ev.code}: {ev.message}", now, out)
+            return out
+        # An old session finishing up: what it used is still billed; what the caller said still counts.
+        if isinstance(ev, rt.ResponseDone) and self.meter is not None and ev.usage is not None:
+            self.meter.add_response_usage(ev.usage)
+        elif isinstance(ev, rt.InputTranscript):
+            if self.meter is not None and ev.usage:
+                self.meter.add_transcription_usage(ev.usage)
+            self.history.user(ev.transcript)
+            self._transcript("caller", ev.transcript, out)
+        return out
+
+    def _on_current(self, ev: rt.ModelEvent, now: float) -> list[Action]:
         out: list[Action] = []
         if isinstance(ev, rt.SpeechStarted):
             self._user_speaking = True
@@ -567,8 +694,10 @@ class CallCore:
         elif isinstance(ev, rt.InputTranscript):
             if self.meter is not None and ev.usage:
                 self.meter.add_transcription_usage(ev.usage)
+            self.history.user(ev.transcript)
             self._transcript("caller", ev.transcript, out)
         elif isinstance(ev, rt.OutputTranscript):
+            self.history.assistant(ev.transcript)
             self._transcript("assistant", ev.transcript, out)
         elif isinstance(ev, rt.FunctionCallDone):
             self._on_function_call(ev, now, out)
@@ -580,25 +709,59 @@ class CallCore:
             if ev.status != "in_progress":
                 self._mcp_note(ev.item_id, ev.kind, ev.status, None, out)
         elif isinstance(ev, rt.ModelError):
-            self._on_model_error(ev, out)
+            self._on_model_error(ev, now, out)
         elif isinstance(ev, rt.Malformed):
             self.stats.protocol_errors += 1
             out.append(Note(NoteKind.MODEL_PROTOCOL_ERROR, {"event_type": ev.event_type, "reason": ev.reason}))
         return out
 
     def _on_session_updated(self, ev: rt.SessionUpdated, now: float, out: list[Action]) -> None:
-        if self.state is not CallState.STARTING:
-            return
+        no = self._pending_no
+        if no is None:
+            return  # a repeated session.updated (the bridge sends one update per session)
         assert self._session_update is not None
         mismatch = format_mismatch(self._session_update, ev.session)
         if mismatch:
             # Forwarding audio in the wrong format is static in the caller's ear.
             self.end(EndReason.MODEL_ERROR, f"audio format not applied: {mismatch}", out)
             return
+        self._pending_no = None
+        if self._lost is not None or not self._ever_active:
+            self._switch(no, now, out)
+        else:
+            self._ready_no = no  # a handover: switch at a quiet moment
+            self._try_handover(now, out)
+
+    def _switch(self, no: int, now: float, out: list[Action]) -> None:
+        """Make session ``no`` the call's: the first one, or the replacement of a lost one."""
+        first = not self._ever_active
+        out.append(UseModel(no))
+        self._session_no, self._session_started_at = no, now
+        self._ever_active = True
+        if not first:
+            self._seed(out)
         self._to(CallState.ACTIVE, out)
         for payload in self._buffer:
             out.append(SendModel(rt.append_audio(payload)))
         self._buffer.clear()
+        lost = self._lost
+        if lost is not None:
+            self._lost = None
+            gap_ms = round((now - lost.at) * 1000)
+            self.stats.reconnects += 1
+            event = {"kind": "reconnect", "cause": lost.cause, "gap_ms": gap_ms, "attempts": lost.attempts + 1}
+            self.session_events.append(event)
+            out.append(Note(NoteKind.RECONNECT, {"phase": "restored", **event, "session": no}))
+            if first:
+                self._start_conversation(out)  # the first session died before it was ready
+            elif self._response_wanted or self._follow_ups:
+                self._follow_ups.clear()
+                self._response_wanted = False
+                self._request_response(out)  # tool outputs came in during the gap
+            return
+        self._start_conversation(out)
+
+    def _start_conversation(self, out: list[Action]) -> None:
         # With a greeting, its response also answers whatever arrived while the session opened:
         # only one response runs at a time, and a second response.create would lose the greeting.
         greeting = self.session is not None and bool(self.session.greeting)
@@ -614,6 +777,114 @@ class CallCore:
         if self.session is not None and self.session.greeting:
             out.append(SendModel(rt.dumps(greeting_response(self.session, self.parameters))))
             self._create_in_flight = True
+
+    def _seed(self, out: list[Action]) -> None:
+        """Replay the conversation so far into the new session."""
+        for event in self.history.seed_events():
+            out.append(SendModel(rt.dumps(event)))
+        if self.session is not None and self.session.transcription is None and "replay" not in " ".join(self.warnings):
+            self.warnings.append(
+                "replay: the caller's words could not be replayed to the new model session "
+                "(input transcription is off); only the assistant's side and tool calls were"
+            )
+
+    def _lose(self, cause: str, detail: str, now: float, out: list[Action]) -> None:
+        """The call's model session is gone: keep the caller on and open a new one."""
+        if self.ending is not None or self._lost is not None:
+            return
+        old = self._session_no
+        self._lost = _Loss(cause, detail, now)
+        out.append(Note(NoteKind.RECONNECT, {"phase": "lost", "cause": cause, "detail": detail, "session": old}))
+        out.append(UseModel(None))
+        if old:
+            out.append(CloseModel(old, "replaced after " + cause))
+        self._session_no = 0
+        if self.state is CallState.ACTIVE:
+            self._cut_playback(now, out)
+            self._to(CallState.RECONNECTING, out, cause=cause)
+        self._response_id = None
+        self._create_in_flight = False
+        self._user_speaking = False
+        if self._ready_no is not None:  # a handover's new session is ready: it takes over at once
+            ready, self._ready_no = self._ready_no, None
+            self._switch(ready, now, out)
+        elif self._pending_no is None:
+            self._connect(out)
+
+    def _cut_playback(self, now: float, out: list[Action]) -> None:
+        """The model's answer stops mid-way (its session is gone): clear it as a barge-in would."""
+        if self._writer is None or not (self._tracker.is_playing(now) or self._response_id is not None):
+            return
+        out.append(SendCarrier(self._writer.clear()))
+        if self.converter is not None:
+            self.converter.reset_to_carrier()
+        if self._response_id is not None:
+            self._muted_responses.add(self._response_id)
+        self._tracker.interrupt(now)
+
+    def _pending_failed(self, no: int, detail: str, now: float, out: list[Action]) -> None:
+        """Session ``no`` could not be opened (refused, closed, rejected)."""
+        if no != self._pending_no:
+            return
+        self._pending_no = None
+        lost = self._lost
+        if lost is not None:
+            lost.attempts += 1
+            delay = RECONNECT_BACKOFF_S[min(lost.attempts, len(RECONNECT_BACKOFF_S) - 1)]
+            budget = self.settings.realtime.reconnect_timeout_s
+            if now + delay - lost.at >= budget:
+                self._reconnect_failed(f"{lost.attempts} attempts in {budget:g} s: {detail}", now, out)
+            else:
+                self._connect(out, delay)
+        elif not self._ever_active:
+            self.end(EndReason.MODEL_ERROR, detail, out)  # the call's first session could not be opened
+        else:  # a handover's new session: the current one carries on, try again later
+            self._handover_not_before = now + HANDOVER_RETRY_S
+            out.append(Note(NoteKind.HANDOVER, {"phase": "failed", "detail": detail}))
+
+    def _reconnect_failed(self, detail: str, now: float, out: list[Action]) -> None:
+        lost = self._lost
+        assert lost is not None
+        gap_ms = round((now - lost.at) * 1000)
+        event = {"kind": "reconnect", "cause": lost.cause, "gap_ms": gap_ms, "attempts": lost.attempts, "failed": True}
+        self.session_events.append(event)
+        out.append(Note(NoteKind.RECONNECT, {"phase": "failed", **event, "detail": detail}))
+        why = f"model session lost ({lost.cause}: {lost.detail}); reconnect failed: {detail}"
+        self.end(EndReason.MODEL_ERROR, why, out)
+
+    def _quiet(self, now: float) -> bool:
+        """Nothing is being said or done: a session can be replaced without anyone noticing."""
+        return (
+            self._response_id is None
+            and not self._create_in_flight
+            and not self._user_speaking
+            and not self._tracker.is_playing(now)
+            and not self._tool_calls
+            and self._goodbye is None
+        )
+
+    def _try_handover(self, now: float, out: list[Action]) -> None:
+        new = self._ready_no
+        if new is None or self._session_started_at is None:
+            return
+        late = now >= self._session_started_at + self.settings.realtime.session_handover_s + HANDOVER_LATEST_S
+        quiet = self._quiet(now)
+        if not quiet and not late:
+            return
+        old = self._session_no
+        self._ready_no = None
+        if not quiet:
+            self._cut_playback(now, out)
+            self._response_id = None
+            self._create_in_flight = False
+        out.append(UseModel(new))
+        self._session_no, self._session_started_at = new, now
+        self._seed(out)
+        out.append(CloseModel(old, "handed over"))
+        self.stats.handovers += 1
+        event = {"kind": "handover", "cause": "age" if quiet else "age_forced", "gap_ms": 0}
+        self.session_events.append(event)
+        out.append(Note(NoteKind.HANDOVER, {"phase": "done", **event, "from": old, "to": new}))
 
     def _on_delta(self, ev: rt.AudioDelta, now: float) -> list[Action]:
         if ev.item_id in self._muted_items or ev.response_id in self._muted_responses:
@@ -666,7 +937,7 @@ class CallCore:
         if self._goodbye is not None:
             self._check_goodbye(now, out)
 
-    def _on_model_error(self, ev: rt.ModelError, out: list[Action]) -> None:
+    def _on_model_error(self, ev: rt.ModelError, now: float, out: list[Action]) -> None:
         self.stats.model_errors += 1
         benign = ev.code in BENIGN_MODEL_ERRORS
         if ev.code == "conversation_already_has_active_response":
@@ -678,9 +949,9 @@ class CallCore:
         out.append(Note(NoteKind.MODEL_ERROR, fields))
         if ev.code in FATAL_MODEL_ERRORS:
             self.end(EndReason.MODEL_ERROR, f"{ev.code}: {ev.message}", out)
-        elif self.state is CallState.STARTING and (ev.param or "").startswith("session"):
-            # The session kept its defaults (wrong formats, no instructions): unusable.
-            self.end(EndReason.MODEL_ERROR, f"session.update rejected: {ev.code}: {ev.message}", out)
+        elif ev.code == "session_expired":
+            # The API ends a session after 60 minutes without warning; the call goes on in a new one.
+            self._lose("session_expired", ev.message, now, out)
 
     def _transcript(self, who: str, text: str, out: list[Action]) -> None:
         if not self.settings.log.transcripts:
@@ -717,6 +988,7 @@ class CallCore:
             return
         call.arguments = checked.arguments
         self._tool_calls[ev.call_id] = call
+        self.history.tool_call(ev.call_id, ev.name, ev.arguments)
         out.append(Note(NoteKind.TOOL_CALL, {"tool": ev.name, "call_id": ev.call_id, **self._arguments(checked)}))
         if checked.kind == "webhook":
             out.append(CallTool(self.tools.request(checked, ev.call_id, self.call_details())))
@@ -751,6 +1023,9 @@ class CallCore:
     ) -> None:
         """Give the model a call's output; once every call of that response has one, ask it to go on."""
         self._tool_calls.pop(call.call_id, None)
+        if call.arguments is None:  # refused at once: its call was never recorded
+            self.history.tool_call(call.call_id, call.name, "{}")
+        self.history.tool_output(call.call_id, text)
         out.append(SendModel(rt.dumps(rt.function_call_output(call.call_id, text))))
         duration = max(0.0, now - call.started_at)
         entry: dict[str, Any] = {
@@ -774,13 +1049,18 @@ class CallCore:
     def _follow_up(self, response_id: str, out: list[Action]) -> None:
         # One response.create per response that made tool calls, once it is done and every call
         # it made has its output (a success or a failure alike).
-        if response_id not in self._follow_ups or response_id not in self._done_responses:
+        if response_id not in self._follow_ups:
+            return
+        if response_id not in self._done_responses and self._lost is None:
             return
         if any(c.response_id == response_id for c in self._tool_calls.values()):
             return
         self._follow_ups.discard(response_id)
         if self._goodbye is None:
-            self._request_response(out)
+            if self._lost is not None:
+                self._response_wanted = True  # asked of the new session once it is there
+            else:
+                self._request_response(out)
 
     def _start_goodbye(self, call: _ToolCall, checked: Checked, now: float, out: list[Action]) -> None:
         if self._goodbye is not None:
@@ -911,4 +1191,24 @@ class CallCore:
                 self.end(goodbye.kind, goodbye.detail, out)  # transferred, but the carrier kept the stream
             else:
                 self._check_goodbye(now, out)
+        if self.ending is not None:
+            return out
+        realtime = self.settings.realtime
+        if self._lost is not None:
+            # A connect attempt can hang for connect_timeout_s: the budget is the budget.
+            if now - self._lost.at > realtime.reconnect_timeout_s + 1.0:
+                self._reconnect_failed(f"no new session within {realtime.reconnect_timeout_s:g} s", now, out)
+        elif self._ready_no is not None:
+            self._try_handover(now, out)
+        elif (
+            self.state is CallState.ACTIVE
+            and self._pending_no is None
+            and self._session_started_at is not None
+            and now >= max(self._session_started_at + realtime.session_handover_s, self._handover_not_before)
+        ):
+            late = now >= self._session_started_at + realtime.session_handover_s + HANDOVER_LATEST_S
+            if self._quiet(now) or late:
+                age = round(now - self._session_started_at)
+                out.append(Note(NoteKind.HANDOVER, {"phase": "started", "age_s": age}))
+                self._connect(out)
         return out

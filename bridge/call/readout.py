@@ -57,6 +57,8 @@ def snapshot(core: CallCore, meta: CallMeta, now: float) -> dict[str, Any]:
         "barge_ins": core.stats.barge_ins,
         "turns": core.stats.turns,
         "tools_pending": core.tools_pending,
+        "reconnects": core.stats.reconnects,
+        "handovers": core.stats.handovers,
         "cost_usd": _cost_usd(core, now),
         "worker": meta.worker,
     }
@@ -79,6 +81,8 @@ def summary(core: CallCore, now: float) -> dict[str, Any]:
         "barge_in_reaction_ms": [round(x * 1000, 2) for x in stats.barge_in_reactions],
         "dtmf": stats.dtmf,
         "tool_calls": stats.tool_calls,
+        "reconnects": stats.reconnects,
+        "handovers": stats.handovers,
         "audio_errors": stats.audio_errors,
         "protocol_errors": stats.protocol_errors,
         "model_errors": stats.model_errors,
@@ -112,6 +116,9 @@ def fill_record(
     record.parameters = dict(params)
     record.tool_calls = list(core.tool_log)
     record.mcp = list(core.mcp_log)
+    record.reconnects = core.stats.reconnects
+    record.handovers = core.stats.handovers
+    record.session_events = list(core.session_events)
     for warning in core.warnings:
         if warning not in record.warnings:
             record.warnings.append(warning)

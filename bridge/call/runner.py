@@ -28,6 +28,7 @@ from bridge.call.core import (
     Action,
     CallCore,
     CallTool,
+    CloseModel,
     ConnectModel,
     EndCall,
     LookupSession,
@@ -35,6 +36,7 @@ from bridge.call.core import (
     SendCarrier,
     SendModel,
     Transfer,
+    UseModel,
 )
 from bridge.call.readout import CallMeta
 from bridge.carrier.base import Carrier
@@ -113,7 +115,13 @@ class CallRunner:
         self.settings = ctx.settings
         self.secrets = ctx.secrets
         self.core = CallCore(self.settings, self.call_id, trio.current_time(), dialect or Twilio(), self.secrets)
-        self.model_ws: WebSocketConnection | None = None
+        # Model sessions by number: the call's audio goes to _current_model (a handover briefly
+        # has two open; a reconnect none).
+        self._models: dict[int, WebSocketConnection] = {}
+        self._model_scopes: dict[int, trio.CancelScope] = {}
+        self._closed_by_us: set[int] = set()
+        self._model_busy: set[int] = set()  # sessions whose task is in _do right now
+        self._current_model: int | None = None
         self._nursery: trio.Nursery | None = None
         self._connect_started: float | None = None
         self._closing = False
@@ -168,25 +176,75 @@ class CallRunner:
                 return
             await self._do(self.core.on_carrier(parse(message), trio.current_time()))
 
-    async def _model_task(self, model: str) -> None:
-        settings = self.settings
+    async def _model_task(self, action: ConnectModel) -> None:
+        """One model session: open it, feed its events to the core, report how it ended.
+
+        A call can have two at once (a handover opens the next before closing the current), so
+        every report names its session; the core ignores what no longer concerns it. The core
+        may close this very session while this task carries out its actions (a loss is reported
+        here and closes it): the cancel scope therefore never interrupts ``_do`` (see
+        :meth:`_close_model`), and the final report runs outside the scope.
+        """
+        no = action.session
+        scope = self._model_scopes[no] = trio.CancelScope()
         key = self.secrets.openai_api_key
-        self._connect_started = trio.current_time()
+        report: list[Action] = []
+        with scope:
+            if action.delay_s:
+                await trio.sleep(action.delay_s)
+            self._connect_started = trio.current_time()
+            closed: ConnectionClosed | None = None
+            try:
+                async with (
+                    connect(self.settings.realtime, action.model, key.get_secret_value() if key else None) as ws,
+                    trio.open_nursery() as pinging,
+                ):
+                    self._models[no] = ws
+                    pinging.start_soon(self._pinger, ws, Side.MODEL, no)
+                    try:
+                        await self._model_do(no, self.core.on_model_connected(trio.current_time(), session=no))
+                        while no not in self._closed_by_us:
+                            message = await ws.get_message()
+                            await self._model_do(no, self.core.on_model(rt.parse(message), trio.current_time(), no))
+                    except ConnectionClosed as exc:  # caught here, not around the nursery (an ExceptionGroup there)
+                        closed = exc
+                    pinging.cancel_scope.cancel()
+            except UpstreamConnectError as exc:
+                report = self.core.on_model_connect_failed(str(exc), trio.current_time(), session=no)
+            else:
+                if closed is not None and no not in self._closed_by_us:
+                    reason = closed.reason
+                    code, why = (reason.code, reason.reason) if reason else (None, None)
+                    report = self.core.on_model_closed(code, why, trio.current_time(), session=no)
+            finally:
+                self._models.pop(no, None)
+        self._model_scopes.pop(no, None)
+        await self._do(report)
+
+    async def _model_do(self, no: int, actions: list[Action]) -> None:
+        self._model_busy.add(no)
         try:
-            async with connect(settings.realtime, model, key.get_secret_value() if key else None) as ws:
-                self.model_ws = ws
-                assert self._nursery is not None
-                self._nursery.start_soon(self._pinger, ws, Side.MODEL)
-                await self._do(self.core.on_model_connected(trio.current_time()))
-                while True:
-                    message = await ws.get_message()
-                    await self._do(self.core.on_model(rt.parse(message), trio.current_time()))
-        except UpstreamConnectError as exc:
-            await self._do(self.core.on_model_connect_failed(str(exc), trio.current_time()))
-        except ConnectionClosed as exc:
-            closed = exc.reason
-            code, why = (closed.code, closed.reason) if closed else (None, None)
-            await self._do(self.core.on_model_closed(code, why, trio.current_time()))
+            await self._do(actions)
+        finally:
+            self._model_busy.discard(no)
+
+    async def _close_model(self, action: CloseModel) -> None:
+        """The core is done with a session: close it promptly (an open session keeps billing)."""
+        no = action.session
+        self._closed_by_us.add(no)
+        ws = self._models.get(no)
+        if ws is not None:
+            with trio.move_on_after(MODEL_CLOSE_WAIT_S) as scope:
+                scope.shield = True
+                try:
+                    await ws.aclose(1000, action.reason[:120])
+                except Exception as exc:
+                    self.log.debug("model_close_failed", session=no, error=repr(exc))
+        # Stop its task (a peer that does not answer the close keeps it waiting), unless the task is
+        # carrying out actions right now: it stops by itself when they are done.
+        cancel = self._model_scopes.get(no)
+        if cancel is not None and no not in self._model_busy:
+            cancel.cancel()
 
     async def _ticker(self) -> None:
         interval = self.settings.records.update_interval_s
@@ -200,17 +258,17 @@ class CallRunner:
                 next_save = now + interval
                 await self.ctx.hooks.save_record(self, False)
 
-    async def _pinger(self, ws: WebSocketConnection, side: Side) -> None:
-        settings = self.settings.server
+    async def _pinger(self, ws: WebSocketConnection, side: Side, session: int | None = None) -> None:
+        limits = self.settings.server if side is Side.CARRIER else self.settings.realtime
         while True:
-            await trio.sleep(settings.ping_interval_s)
-            with trio.move_on_after(settings.ping_timeout_s) as scope:
+            await trio.sleep(limits.ping_interval_s)
+            with trio.move_on_after(limits.ping_timeout_s) as scope:
                 try:
                     await ws.ping()
                 except ConnectionClosed:
                     return  # the reader task reports the close
             if scope.cancelled_caught:
-                await self._do(self.core.on_ping_timeout(side, trio.current_time()))
+                await self._do(self.core.on_ping_timeout(side, trio.current_time(), session))
                 return
 
     # --- actions ---------------------------------------------------------------------------
@@ -249,11 +307,17 @@ class CallRunner:
                     self._on_note(action)
                 elif isinstance(action, ConnectModel):
                     assert self._nursery is not None
-                    self.log = self.log.bind(stream_sid=self.core.stream_sid, call_sid=self.core.call_sid)
-                    structlog.contextvars.bind_contextvars(stream_sid=self.core.stream_sid)
-                    self._nursery.start_soon(self._model_task, action.model)
-                    # The record exists from the moment the call is known, so a crash still leaves it.
-                    self._nursery.start_soon(self.ctx.hooks.save_record, self, False)
+                    self._nursery.start_soon(self._model_task, action)
+                    if action.session == 1:
+                        self.log = self.log.bind(stream_sid=self.core.stream_sid, call_sid=self.core.call_sid)
+                        structlog.contextvars.bind_contextvars(stream_sid=self.core.stream_sid)
+                        # The record exists from the moment the call is known: a crash still leaves it.
+                        self._nursery.start_soon(self.ctx.hooks.save_record, self, False)
+                elif isinstance(action, UseModel):
+                    self._current_model = action.session
+                elif isinstance(action, CloseModel):
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._close_model, action)
                 elif isinstance(action, CallTool):
                     assert self._nursery is not None
                     self._nursery.start_soon(self._call_tool, action)
@@ -289,10 +353,12 @@ class CallRunner:
         await self._do(self.core.on_transfer_result(result, trio.current_time()))
 
     async def _send_model(self, action: SendModel) -> None:
-        if self.model_ws is None:
-            return
+        no = self._current_model if action.session is None else action.session
+        ws = self._models.get(no) if no is not None else None
+        if ws is None:
+            return  # no session to send to (being replaced): the core replays what matters
         try:
-            await self.model_ws.send_message(action.text)
+            await ws.send_message(action.text)
         except ConnectionClosed:
             pass  # the model reader reports the close
 
@@ -330,13 +396,8 @@ class CallRunner:
         self.log.info("call_ending", reason=action.reason, detail=action.detail)
         # Close the model side first and promptly: it is what bills. The close frame leaves at
         # once; the wait for the peer's reply is short, then the TCP stream is closed anyway.
-        if self.model_ws is not None:
-            with trio.move_on_after(MODEL_CLOSE_WAIT_S) as scope:
-                scope.shield = True
-                try:
-                    await self.model_ws.aclose(1000, action.reason)
-                except Exception as exc:
-                    self.log.debug("model_close_failed", error=repr(exc))
+        for no in list(self._models):
+            await self._close_model(CloseModel(no, action.reason))
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -350,12 +411,8 @@ class CallRunner:
                 await self.carrier.aclose(ending.close_code, ending.close_reason)
             except Exception as exc:
                 self.log.debug("carrier_close_failed", error=repr(exc))
-        if self.model_ws is not None and not self.model_ws.closed:
-            with trio.move_on_after(0.5):
-                try:
-                    await self.model_ws.aclose(1000, ending.reason)
-                except Exception:
-                    pass
+        for no in list(self._models):
+            await self._close_model(CloseModel(no, ending.reason))
         for note in finished:
             if isinstance(note, Note):
                 self._on_note(note)

@@ -284,21 +284,6 @@ def test_wav_fixtures_are_the_shared_recordings() -> None:
         assert bundled(name).duration_ms > 8000
 
 
-def test_model_session_ending_ends_the_carrier_socket_with_a_reason() -> None:
-    async def main() -> None:
-        async with open_stack(simulator=SimulatorOptions(max_session_s=1.5)) as stack:
-            result = await call(stack, realtime=True, hang_up_after_ms=10_000)
-            assert result.closed_by == "server"
-            assert result.close_code == 1011
-            assert result.close_reason is not None and "model_error" in result.close_reason
-            await stack.wait_idle()
-            (runner,) = stack.hooks.finished
-            assert runner.core.end_reason == "model_error"
-            assert runner.core.state == "failed"
-
-    run(main)
-
-
 def test_unreachable_model_ends_the_call_quickly_with_a_reason() -> None:
     async def main() -> None:
         async with open_stack(overrides={"realtime": {"url": "ws://127.0.0.1:9/v1/realtime"}}) as stack:

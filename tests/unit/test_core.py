@@ -61,7 +61,7 @@ def test_start_chooses_session_and_asks_for_the_model() -> None:
     assert core.state is CallState.CONNECTING
     out = core.on_carrier(start_event(), 0.0)
     assert core.state is CallState.STARTING
-    assert [a for a in out if isinstance(a, ConnectModel)] == [ConnectModel("gpt-realtime")]
+    assert [a for a in out if isinstance(a, ConnectModel)] == [ConnectModel("gpt-realtime", session=1)]
     update = model_texts(core.on_model_connected(0.1))[0]
     assert update["type"] == "session.update"
     assert update["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
@@ -228,11 +228,12 @@ def test_benign_model_errors_do_not_end_the_call(code: str) -> None:
     assert core.stats.model_errors == 1
 
 
-def test_session_expired_ends_the_call() -> None:
+def test_session_expired_opens_a_new_session_instead_of_ending_the_call() -> None:
     core = active_core()
     out = core.on_model(rt.ModelError("session_expired", "Your session hit the maximum duration"), 1.0)
-    assert [a.reason for a in out if isinstance(a, EndCall)] == ["model_error"]
-
+    assert not [a for a in out if isinstance(a, EndCall)]
+    assert core.state is CallState.RECONNECTING
+    assert [a.session for a in out if isinstance(a, ConnectModel)] == [2]
 
 def test_usage_is_metered_from_response_done() -> None:
     core = active_core()
@@ -339,12 +340,13 @@ def test_start_timeout_is_decided_by_the_clock_input() -> None:
     assert [a for a in core.on_tick(START_TIMEOUT_S + 0.1) if isinstance(a, EndCall)] == []
 
 
-@pytest.mark.parametrize(
-    ("side", "reason", "code"), [(Side.CARRIER, EndReason.TIMEOUT, 1001), (Side.MODEL, EndReason.MODEL_ERROR, 1011)]
-)
-def test_unanswered_pings(side: Side, reason: EndReason, code: int) -> None:
-    end = _end(active_core().on_ping_timeout(side, 30.0))
-    assert (end.reason, end.close_code) == (reason, code)
+def test_an_unanswered_carrier_ping_ends_the_call_but_a_model_ping_replaces_the_session() -> None:
+    end = _end(active_core().on_ping_timeout(Side.CARRIER, 30.0))
+    assert (end.reason, end.close_code) == (EndReason.TIMEOUT, 1001)
+    core = active_core()
+    out = core.on_ping_timeout(Side.MODEL, 30.0)
+    assert not [a for a in out if isinstance(a, EndCall)]
+    assert core.state is CallState.RECONNECTING
 
 
 @pytest.mark.parametrize(("reason", "code"), [(EndReason.OPERATOR, 1000), (EndReason.DRAIN, 1001)])
@@ -356,13 +358,11 @@ def test_operator_and_drain_requests(reason: EndReason, code: int) -> None:
     assert next(a for a in core.finish() if isinstance(a, Note)).fields["to"] is CallState.ENDED
 
 
-def test_model_socket_loss_and_connect_failure_end_as_model_errors() -> None:
-    end = _end(active_core().on_model_closed(1011, "server error", 5.0))
-    assert (end.reason, end.close_code) == (EndReason.MODEL_ERROR, 1011)
-    assert "1011" in end.detail
-    end = _end(active_core().on_model_connect_failed("refused", 5.0))
-    assert end.reason is EndReason.MODEL_ERROR
-
+def test_a_first_session_that_cannot_be_opened_ends_the_call_as_a_model_error() -> None:
+    core = CallCore(settings(), "c1", 0.0, Twilio())
+    core.on_carrier(start_event(), 0.0)
+    end = _end(core.on_model_connect_failed("refused", 0.5))
+    assert (end.reason, end.close_code, end.detail) == (EndReason.MODEL_ERROR, 1011, "refused")
 
 def test_a_call_that_ends_without_a_decision_is_a_bridge_error_and_failed() -> None:
     core = active_core()
@@ -373,6 +373,8 @@ def test_a_call_that_ends_without_a_decision_is_a_bridge_error_and_failed() -> N
 
 
 def test_close_reason_fits_a_close_frame() -> None:
-    end = _end(active_core().on_model_closed(1011, "é" * 300, 1.0))
+    core = CallCore(settings(), "c1", 0.0, Twilio())
+    core.on_carrier(start_event(), 0.0)
+    end = _end(core.on_model_closed(1011, "é" * 300, 1.0))
     assert len(end.close_reason.encode()) <= 123
     assert end.close_reason.startswith("model_error: ")
