@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.audio import g711
 from bridge.audio.convert import CarrierFormat, SessionFormat, make_converter
-from bridge.audio.resample import Downsampler, Upsampler
+from bridge.audio.resample import Resampler
 from bridge.audio.wavfile import ASSISTANT_PCM16, CALLER_ALAW, CALLER_ULAW, bundled
 
 with warnings.catch_warnings():
@@ -134,7 +134,7 @@ def main() -> None:
     }
     model_pcm = [b64(f) for f in frames(bundled(ASSISTANT_PCM16).data, PCM_FRAME)]
     # Model audio in the G.711 session formats: the assistant recording, downsampled and encoded.
-    pcm8 = Downsampler(capacity=10**6).process(np.frombuffer(bundled(ASSISTANT_PCM16).data, "<i2")).copy()
+    pcm8 = Resampler(24000, 8000, capacity=10**6).process(np.frombuffer(bundled(ASSISTANT_PCM16).data, "<i2")).copy()
     model_g711 = {
         SessionFormat.PCMU: [b64(f) for f in frames(g711.lin_to_ulaw(pcm8.tobytes()), G711_FRAME)],
         SessionFormat.PCMA: [b64(f) for f in frames(g711.lin_to_alaw(pcm8.tobytes()), G711_FRAME)],
@@ -191,7 +191,7 @@ def main() -> None:
             )
 
     # The filter alone (no base64, no G.711 encode), to show where the time goes.
-    upsampler, downsampler = Upsampler(capacity=800), Downsampler()
+    upsampler, downsampler = Resampler(8000, 24000, capacity=800), Resampler(24000, 8000)
     codes = [np.frombuffer(binascii.a2b_base64(p), np.uint8) for p in caller[CarrierFormat.ULAW]]
     pcm = [np.frombuffer(binascii.a2b_base64(p), "<i2") for p in model_pcm]
     up_med, _ = time_per_frame(
@@ -203,7 +203,7 @@ def main() -> None:
     down_med, _ = time_per_frame(
         lambda i: downsampler.process(pcm[int(i)]), [str(i) for i in range(len(pcm))], args.frames, args.repeats
     )
-    print(f"| filter only: Upsampler.process_codes / Downsampler.process | {up_med:.2f} | {down_med:.2f} |")
+    print(f"| filter only: Resampler.process_codes / Resampler.process | {up_med:.2f} | {down_med:.2f} |")
 
 
 if __name__ == "__main__":

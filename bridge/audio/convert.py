@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from bridge.audio import g711
-from bridge.audio.resample import Downsampler, Upsampler
+from bridge.audio.resample import Resampler
 
 __all__ = [
     "AudioError",
@@ -256,8 +256,8 @@ class _Resample(_Checked):
         else:
             self._table, self._encode = g711.ALAW_TO_FLOAT, g711.lin_to_alaw
         # Caller frames are 20 ms; model deltas can be much longer (larger ones are split).
-        self._upsampler = Upsampler(capacity=800, out_dtype="<i2")  # wire PCM16 is little-endian
-        self._downsampler = Downsampler(capacity=4800, out_dtype="=i2")  # audioop wants native
+        self._upsampler = Resampler(8000, 24000, capacity=800, out_dtype="<i2")  # wire PCM16 is little-endian
+        self._downsampler = Resampler(24000, 8000, capacity=4800, out_dtype="=i2")  # audioop wants native
 
     def to_session(self, payload_b64: str) -> str:
         codes = np.frombuffer(self._decode(payload_b64, width=1), dtype=np.uint8)
