@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.accounting.meter import UsageMeter
-from bridge.audio.convert import (
+from bridge.audio import (
     AudioError,
     Converter,
     SessionFormat,
     decoded_len,
     make_converter,
-    parse_carrier_encoding,
+    parse_encoding,
 )
 from bridge.call.playback import PlaybackTracker
 from bridge.call.vad import EnergyVad
@@ -216,12 +216,12 @@ class CallCore:
             out.append(Note("carrier_error", {"kind": "duplicate_start", "reason": "second start ignored"}))
             return
         try:
-            carrier_format = parse_carrier_encoding(ev.encoding)
+            carrier_format = parse_encoding(ev.encoding, ev.sample_rate)
         except AudioError as exc:
             self.stats.protocol_errors += 1
             self.end("protocol_error", f"unsupported media format {ev.encoding!r}: {exc}", out, 1003)
             return
-        if ev.sample_rate != 8000 or ev.channels != 1:
+        if ev.channels != 1:
             self.end("protocol_error", f"unsupported {ev.sample_rate} Hz x{ev.channels}", out, 1003)
             return
         self.stream_sid, self.call_sid = ev.stream_sid, ev.call_sid
@@ -253,7 +253,7 @@ class CallCore:
             call_sid=ev.call_sid,
             profile=self.profile,
             model=session.model,
-            carrier_format=carrier_format.value,
+            carrier_format=carrier_format.id,
             session_format=session.audio_format,
         )
         out.append(ConnectModel(session.model))
@@ -273,6 +273,8 @@ class CallCore:
         out: list[Action] = []
         if self._vad is not None:
             self._local_vad(ev.payload, now, out)
+        if not payload:
+            return out  # a decimating converter held the samples back for the next frame
         if self.state == ACTIVE:
             out.append(SendModel(rt.append_audio(payload)))
         elif self.state == STARTING:
@@ -308,7 +310,7 @@ class CallCore:
     def _local_vad(self, payload_b64: str, now: float, out: list[Action]) -> None:
         assert self._vad is not None and self.converter is not None
         try:
-            change = self._vad.feed_g711(payload_b64, self.converter.carrier.value)
+            change = self._vad.feed(payload_b64, self.converter.carrier)
         except AudioError:
             return
         if change == "start":
@@ -413,7 +415,7 @@ class CallCore:
             self._tracker.on_received_only(ev.item_id, model_ms)
             return []
         carrier_bytes = decoded_len(payload)
-        mark = self._tracker.on_sent(ev.item_id, carrier_bytes / 8.0, model_ms, now)
+        mark = self._tracker.on_sent(ev.item_id, carrier_bytes / self.converter.carrier.bytes_per_ms, model_ms, now)
         self.stats.frames_out += 1
         self.stats.bytes_out += carrier_bytes
         out: list[Action] = [SendCarrier(self._writer.media(payload)), SendCarrier(self._writer.mark(mark))]

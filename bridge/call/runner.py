@@ -123,7 +123,7 @@ class CallRunner:
             duration = now - core.started_at
             breakdown = core.meter.cost(duration)
             cost = breakdown.total_usd
-        carrier_format = core.converter.carrier.value if core.converter else None
+        carrier_format = core.converter.carrier.id if core.converter else None
         return {
             "id": self.call_id,
             "call_sid": core.call_sid,

@@ -142,7 +142,7 @@ class WorkerHooks:
         rec.to_number = params.get("to")
         rec.profile = core.profile
         rec.model = core.session.model if core.session else None
-        rec.carrier_format = core.converter.carrier.value if core.converter else None
+        rec.carrier_format = core.converter.carrier.id if core.converter else None
         rec.session_format = core.session.audio_format if core.session else None
         rec.turns = core.stats.turns
         rec.barge_ins = core.stats.barge_ins
