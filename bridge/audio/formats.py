@@ -17,9 +17,10 @@ three of these: ``pcmu`` is ``ulaw_8k``, ``pcma`` is ``alaw_8k`` and ``pcm16`` i
 (https://platform.openai.com/docs/api-reference/realtime-client-events/session/update). A call
 whose carrier format *is* its session's format needs no conversion at all.
 
-"L16" here is little-endian, as the carriers that send linear PCM over WebSockets send it
-(Vonage: https://developer.vonage.com/en/voice/voice-api/concepts/websockets, Plivo, Exotel). RTP's
-L16 (RFC 3551) is big-endian: a dialect that receives network byte order swaps it itself.
+"L16" here is little-endian, as Vonage (https://developer.vonage.com/en/voice/voice-api/concepts/websockets)
+and Exotel (https://developer.exotel.com/docs/agentstream/websocket-protocol) document their linear
+PCM. RTP's L16 (RFC 3551 §4.5.11) is big-endian: a dialect whose carrier sends network byte order
+(Telnyx and Plivo do not say which they send) swaps the bytes before the converter sees them.
 
 Every carrier dialect maps its own codec names to an :class:`AudioFormat` with
 :func:`parse_encoding`, so the spellings live in one place.
@@ -100,8 +101,14 @@ class AudioFormat:
     sample_rate: int
 
     def __post_init__(self) -> None:
-        if (self.encoding, self.sample_rate) not in _SUPPORTED:
-            raise AudioError("format", f"unsupported audio format {self.encoding!r} at {self.sample_rate!r} Hz"[:200])
+        try:
+            encoding = Encoding(self.encoding)  # also accepts the plain value, e.g. "l16"
+        except (ValueError, TypeError):
+            encoding = None
+        rate = self.sample_rate
+        if encoding is None or type(rate) is not int or (encoding, rate) not in _SUPPORTED:
+            raise AudioError("format", f"unsupported audio format {self.encoding!r} at {rate!r} Hz"[:200])
+        object.__setattr__(self, "encoding", encoding)  # frozen: the one sanctioned write
 
     @property
     def sample_width(self) -> int:
@@ -205,7 +212,7 @@ _SESSION_WIRE: Final[dict[SessionFormat, dict[str, Any]]] = {
 #: Codec names as carriers spell them (lower-cased), each with the rate it implies, if any.
 #: Sources: Twilio ``audio/x-mulaw`` (https://www.twilio.com/docs/voice/media-streams/websocket-messages),
 #: Telnyx ``PCMU``/``PCMA``/``L16`` (https://developers.telnyx.com/docs/voice/programmable-voice/media-streaming),
-#: Plivo ``audio/x-l16;rate=16000`` (https://www.plivo.com/docs/voice/audio-streaming/audio-streaming),
+#: Plivo ``audio/x-l16;rate=16000`` (https://docs.plivo.com/docs/voice/xml/audiostream),
 #: Vonage ``audio/l16;rate=16000`` (https://developer.vonage.com/en/voice/voice-api/concepts/websockets),
 #: SignalWire ``L16@16000h`` (https://signalwire.com/docs/compatibility-api/cxml/reference/voice/stream),
 #: Exotel ``audio/x-raw`` and "raw/slin" (https://developer.exotel.com/docs/agentstream/websocket-protocol).

@@ -38,6 +38,8 @@ def test_the_table_rows_and_their_facts() -> None:
 def test_formats_are_immutable_values() -> None:
     same = AudioFormat(Encoding.L16, 16000)
     assert same == L16_16K and hash(same) == hash(L16_16K)
+    plain = AudioFormat("l16", 16000)  # type: ignore[arg-type]
+    assert plain == L16_16K and plain.encoding is Encoding.L16 and plain.bytes_per_ms == 32
     assert len({*CARRIER_FORMATS, same}) == 5
     with pytest.raises(dataclasses.FrozenInstanceError):
         L16_16K.sample_rate = 8000  # type: ignore[misc]
@@ -45,7 +47,17 @@ def test_formats_are_immutable_values() -> None:
 
 @pytest.mark.parametrize(
     ("encoding", "rate"),
-    [(Encoding.ULAW, 16000), (Encoding.ALAW, 24000), (Encoding.L16, 22050), (Encoding.L16, 48000), ("opus", 8000)],
+    [
+        (Encoding.ULAW, 16000),
+        (Encoding.ALAW, 24000),
+        (Encoding.L16, 22050),
+        (Encoding.L16, 48000),
+        ("opus", 8000),
+        (None, 8000),
+        (Encoding.L16, 16000.0),
+        (Encoding.L16, True),
+        (Encoding.L16, [16000]),
+    ],
 )
 def test_only_rows_of_the_table_can_be_built(encoding: Encoding, rate: int) -> None:
     with pytest.raises(AudioError) as info:
