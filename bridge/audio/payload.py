@@ -129,13 +129,15 @@ class PayloadCheck:
 
     def decode(self, payload: str) -> bytes:
         """Check ``payload`` and decode it (strict base64) for a converter that needs the bytes."""
-        if self._check_size(payload) & 3:
+        n = self._check_size(payload)
+        if n & 3:
             raise AudioError("base64", "invalid base64 audio payload: length not a multiple of 4")
         try:
             data = binascii.a2b_base64(payload, strict_mode=True)
         except ValueError as exc:  # binascii.Error, or non-ASCII characters in a str
             raise AudioError("base64", f"invalid base64 audio payload: {exc}") from None
-        if len(data) != decoded_len(payload):  # strict mode lets surplus padding through
+        # Strict mode lets surplus padding through ("AAAA===="): the length must match the padding.
+        if len(data) != 3 * (n >> 2) - (payload[-1] == "=") - (payload[-2] == "="):
             raise AudioError("base64", "invalid base64 audio payload: surplus padding")
         if not data:
             raise AudioError("empty", "empty audio payload")
