@@ -75,8 +75,9 @@ _RN_RATE: Final = 24000
 _RN_RATIO: Final = 3
 _RN_STOP_HZ: Final = 4600.0
 
-_INT16_MIN: Final = -32768.0
-_INT16_MAX: Final = 32767.0
+# float32 scalars: clipping a float32 buffer against them needs no casting.
+_INT16_MIN: Final = np.float32(-32768.0)
+_INT16_MAX: Final = np.float32(32767.0)
 
 
 def design_root_nyquist(
@@ -320,7 +321,7 @@ class Resampler:
         n = len(codes)
         if n > self.capacity:
             return self._in_pieces(codes, lambda piece: self.process_codes(piece, table))
-        np.take(table, codes, out=self._buf[self._hist : self._hist + n])
+        table.take(codes, out=self._buf[self._hist : self._hist + n])
         return self._run(n)
 
     def reset(self) -> None:
@@ -346,8 +347,10 @@ class Resampler:
             np.matmul(win, self._matrices[phase], out=out)
             flat = self._flat_out[:n_out]
             # Round to nearest, then saturate: the FIR can overshoot full scale on clipped input.
+            # (The ndarray methods take and clip skip the argument handling of np.take and
+            # np.clip: 1–2 µs each per call with numpy 2, measured.)
             np.rint(flat, out=flat)
-            np.clip(flat, _INT16_MIN, _INT16_MAX, out=flat)
+            flat.clip(_INT16_MIN, _INT16_MAX, out=flat)
             result = self._out16[:n_out]
             np.copyto(result, flat, casting="unsafe")
         else:
