@@ -64,24 +64,34 @@ CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
 clock = CLOCKS["wall"]
 
 
-def time_per_frame(fn: Callable[[str], object], inputs: list[str], n_frames: int, repeats: int) -> tuple[float, float]:
-    """Median and minimum over ``repeats`` runs of the mean µs per call over ``n_frames`` calls."""
-    for payload in inputs[:100]:  # warm-up: first-use paths, caches, branch predictors
-        fn(payload)
-    k = len(inputs)
-    runs = []
+Task = tuple[Callable[[str], object], list[str]]  # a function and the payloads it cycles through
+
+
+def time_per_frame(tasks: list[Task], n_frames: int, repeats: int) -> list[tuple[float, float]]:
+    """Median and minimum, per task, over ``repeats`` runs of the mean µs per call over ``n_frames``.
+
+    The runs are interleaved (round 1 of every task, then round 2, …), so a burst of load from
+    other processes is spread over all rows instead of landing on a few: the rows of one table
+    stay comparable on a shared machine.
+    """
+    for fn, inputs in tasks:
+        for payload in inputs[:100]:  # warm-up: first-use paths, caches, branch predictors
+            fn(payload)
+    runs: list[list[float]] = [[] for _ in tasks]
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection landing in one run would be noise, not cost
     try:
         for _ in range(repeats):
-            start = clock()
-            for i in range(n_frames):
-                fn(inputs[i % k])
-            runs.append((clock() - start) / n_frames / 1000)
+            for (fn, inputs), task_runs in zip(tasks, runs, strict=True):
+                k = len(inputs)
+                start = clock()
+                for i in range(n_frames):
+                    fn(inputs[i % k])
+                task_runs.append((clock() - start) / n_frames / 1000)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return statistics.median(runs), min(runs)
+    return [(statistics.median(r), min(r)) for r in runs]
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -233,31 +243,17 @@ def main() -> None:
         f"{args.clock} clock, load average {os.getloadavg()[0]:.2f} at start"
     )
 
-    def table(title: str) -> None:
-        print()
-        print(f"| {title} | caller → model (to_session) | model → caller (to_carrier) |")
-        print("|---|---|---|")
+    # (label, to_session, caller payloads, to_carrier, model payloads), by table
+    sections: dict[str, list[tuple[str, Callable[[str], object], list[str], Callable[[str], object], list[str]]]] = {}
 
-    def row(
-        label: str,
-        to_session: Callable[[str], object],
-        session_inputs: list[str],
-        to_carrier: Callable[[str], object],
-        carrier_inputs: list[str],
-    ) -> None:
-        up_med, up_min = time_per_frame(to_session, session_inputs, args.frames, args.repeats)
-        down_med, down_min = time_per_frame(to_carrier, carrier_inputs, args.frames, args.repeats)
-        print(f"| {label} | {up_med:.2f} (min {up_min:.2f}) | {down_med:.2f} (min {down_min:.2f}) |")
-        sys.stdout.flush()
-
-    table("Carrier ↔ session (method)")
+    rows = sections.setdefault("Carrier ↔ session (method)", [])
     for carrier in CARRIER_FORMATS:
         for session in SessionFormat:
             conv = make_converter(carrier, session)
             label = f"{carrier.id} ↔ {session.value} ({conv.method})"
-            row(label, conv.to_session, caller[carrier], conv.to_carrier, model[session])
+            rows.append((label, conv.to_session, caller[carrier], conv.to_carrier, model[session]))
 
-    table("Passthrough, base64 check")
+    rows = sections.setdefault("Passthrough, base64 check", [])
     for carrier, session in [(ULAW_8K, SessionFormat.PCMU), (L16_24K, SessionFormat.PCM16)]:
         width = carrier.sample_width
         size = f"{carrier.id} ↔ {session.value}, {20 * carrier.bytes_per_ms}-byte frames"
@@ -269,38 +265,49 @@ def main() -> None:
             ("the same inlined: the bridge's passthrough converter", make_converter(carrier, session).to_session),
         ]
         for label, fn in candidates:
-            row(f"{size}: {label}", fn, caller[carrier], fn, model[session])
+            rows.append((f"{size}: {label}", fn, caller[carrier], fn, model[session]))
 
-    table("Reference or part")
+    rows = sections.setdefault("Reference or part", [])
+    pcm16 = model[SessionFormat.PCM16]
     for carrier in CARRIER_FORMATS[:2]:
         up, down = ratecv_paths(carrier)
-        row(f"audioop {carrier.id} codec + ratecv ↔ pcm16", up, caller[carrier], down, model[SessionFormat.PCM16])
+        rows.append((f"audioop {carrier.id} codec + ratecv ↔ pcm16", up, caller[carrier], down, pcm16))
     if soxr is not None:
         for carrier in CARRIER_FORMATS[:2]:
             up, down = soxr_paths(carrier)
-            row(
-                f"audioop {carrier.id} codec + soxr HQ stream ↔ pcm16 (bursty)",
-                up,
-                caller[carrier],
-                down,
-                model[SessionFormat.PCM16],
+            rows.append(
+                (f"audioop {carrier.id} codec + soxr HQ stream ↔ pcm16 (bursty)", up, caller[carrier], down, pcm16)
             )
-
     # The filters alone (no base64, no G.711 encode), to show where the time goes.
     lin = {fmt: [np.frombuffer(binascii.a2b_base64(p), "<i2") for p in caller[fmt]] for fmt in CARRIER_FORMATS[2:]}
-    lin[L16_24K] = [np.frombuffer(binascii.a2b_base64(p), "<i2") for p in model[SessionFormat.PCM16]]
+    lin[L16_24K] = [np.frombuffer(binascii.a2b_base64(p), "<i2") for p in pcm16]
     by_rate = {fmt.sample_rate: lin[fmt] for fmt in lin}
+    index = [str(i) for i in range(200)]
     for low, high in FILTERS:
         up_r, down_r = Resampler(low, high), Resampler(high, low)
-        index = [str(i) for i in range(200)]
-        up_inputs, down_inputs = by_rate[low], by_rate[high]
-        row(
-            f"filter only: `Resampler` {low // 1000} → {high // 1000} kHz / {high // 1000} → {low // 1000} kHz",
-            lambda i, r=up_r, x=up_inputs: r.process(x[int(i) % len(x)]),
-            index,
-            lambda i, r=down_r, x=down_inputs: r.process(x[int(i) % len(x)]),
-            index,
+        up_in, down_in = by_rate[low], by_rate[high]
+        rows.append(
+            (
+                f"filter only: `Resampler` {low // 1000} → {high // 1000} kHz / {high // 1000} → {low // 1000} kHz",
+                lambda i, r=up_r, x=up_in: r.process(x[int(i) % len(x)]),
+                index,
+                lambda i, r=down_r, x=down_in: r.process(x[int(i) % len(x)]),
+                index,
+            )
         )
+
+    tasks: list[Task] = []
+    for section in sections.values():
+        for _, to_session, up_inputs, to_carrier, down_inputs in section:
+            tasks += [(to_session, up_inputs), (to_carrier, down_inputs)]
+    figures = iter(time_per_frame(tasks, args.frames, args.repeats))
+    for title, section in sections.items():
+        print()
+        print(f"| {title} | caller → model (to_session) | model → caller (to_carrier) |")
+        print("|---|---|---|")
+        for label, *_ in section:
+            (up_med, up_min), (down_med, down_min) = next(figures), next(figures)
+            print(f"| {label} | {up_med:.2f} (min {up_min:.2f}) | {down_med:.2f} (min {down_min:.2f}) |")
 
 
 if __name__ == "__main__":
