@@ -1,22 +1,29 @@
 """Format-pair converters between the carrier's audio and the Realtime session's audio.
 
-A call has one carrier format (G.711 μ-law or A-law at 8 kHz) and one session format
-(``audio/pcmu``, ``audio/pcma`` or ``audio/pcm`` 16-bit little-endian mono at 24 kHz). The
-converter for the pair is chosen once per call by :func:`make_converter`:
+A call has one carrier format and one session format (:mod:`bridge.audio.formats`). The
+converter for the pair is chosen once per call by :func:`make_converter`, from the two formats
+alone:
 
-=================  =========================  ====================================================
-carrier, session   converter                  per frame
-=================  =========================  ====================================================
-same G.711 law     passthrough                nothing: the base64 ``str`` itself is returned
-other G.711 law    transcode                  base64 decode, ``bytes.translate``, base64 encode
-G.711 ↔ PCM16      resample                   decode, polyphase FIR 8 ↔ 24 kHz with state, encode
-=================  =========================  ====================================================
+=========================================  ===========  ==============================================
+carrier vs. session (``session.audio``)    ``method``   per payload
+=========================================  ===========  ==============================================
+the same format (e.g. μ-law ↔ ``pcmu``,    passthrough  checked, never decoded: the base64 ``str``
+L16 24 kHz ↔ ``pcm16``)                                 itself is returned
+μ-law ↔ A-law (8 kHz)                      transcode    base64 decode, ``bytes.translate``, encode
+G.711 ↔ L16 at the same rate (8 kHz)       codec        decode, G.711 expand or compress, encode
+different rates                            resample     decode, polyphase FIR with state, encode
+=========================================  ===========  ==============================================
 
-Payloads are untrusted. Every converter rejects a payload that is not a string, empty, or larger
-than ``max_payload_bytes`` (judged from its length, before decoding); decoding converters also
-reject invalid base64 (strict mode) and PCM16 of odd length. Errors are :class:`AudioError` with a
-short ``kind`` for metrics, raised before any state is touched, so the call simply goes on with
-the next frame.
+Rate pairs that occur: 8 ↔ 24 kHz (G.711 or L16 8 kHz carrier, ``pcm16`` session; L16 24 kHz
+carrier, G.711 session), 16 ↔ 24 kHz and 16 ↔ 8 kHz (L16 16 kHz carrier). Each direction has its
+own resampler, whose state is carried from one payload to the next.
+
+Payloads are untrusted and base64 in and out in every case (a dialect whose carrier frames are
+binary encodes them first). Every converter, passthrough included, rejects a payload that is not
+a string, is empty, is larger than ``max_payload_bytes`` decoded, is not canonical base64 or is
+not a whole number of samples (:mod:`bridge.audio.payload`). Errors are :class:`AudioError` with a
+short ``kind`` for metrics, raised before any state is touched, so the call goes on with the next
+payload.
 
 Pure: no I/O, no clock, no trio.
 """
@@ -24,142 +31,46 @@ Pure: no I/O, no clock, no trio.
 from __future__ import annotations
 
 import binascii
-import enum
-from typing import Any, Final, Protocol
+from collections.abc import Callable
+from typing import Final, Protocol
 
 import numpy as np
 
-from bridge.audio import g711
-from bridge.audio.resample import Downsampler, Upsampler
+from bridge.audio import codec, g711
+from bridge.audio.formats import AudioError, AudioFormat, Encoding, SessionFormat
+from bridge.audio.payload import DEFAULT_MAX_PAYLOAD_BYTES, MAX_APPEND_AUDIO_BYTES, PayloadCheck
+from bridge.audio.resample import Resampler
 
 __all__ = [
-    "AudioError",
-    "CarrierFormat",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
     "Converter",
-    "SessionFormat",
-    "decoded_len",
     "make_converter",
-    "parse_carrier_encoding",
+    "max_payload_limit",
 ]
 
-DEFAULT_MAX_PAYLOAD_BYTES: Final = 1_000_000
-
-
-class AudioError(ValueError):
-    """A payload or format that cannot be converted. ``kind`` is a short label for metrics."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class CarrierFormat(enum.Enum):
-    """The carrier's media encoding (always 8 kHz mono); values are Twilio's ``encoding`` names."""
-
-    ULAW = "audio/x-mulaw"
-    ALAW = "audio/x-alaw"
-
-    @property
-    def sample_rate(self) -> int:
-        return 8000
-
-    @property
-    def bytes_per_ms(self) -> int:
-        return 8
-
-
-class SessionFormat(enum.Enum):
-    """The Realtime session's audio format (GA ``audio.input.format`` / ``audio.output.format``)."""
-
-    PCMU = "pcmu"
-    PCMA = "pcma"
-    PCM16 = "pcm16"
-
-    @property
-    def wire(self) -> dict[str, Any]:
-        """The GA session-config object, e.g. ``{"type": "audio/pcm", "rate": 24000}`` (a fresh dict)."""
-        if self is SessionFormat.PCM16:
-            return {"type": "audio/pcm", "rate": 24000}
-        return {"type": f"audio/{self.value}"}
-
-    @property
-    def sample_rate(self) -> int:
-        return 24000 if self is SessionFormat.PCM16 else 8000
-
-    @property
-    def bytes_per_ms(self) -> int:
-        return 48 if self is SessionFormat.PCM16 else 8
-
-    @classmethod
-    def from_wire(cls, wire: object) -> SessionFormat:
-        """Parse a GA format object (as sent back in ``session.updated``); AudioError(kind="format")."""
-        if isinstance(wire, dict):
-            kind = wire.get("type")
-            if kind == "audio/pcmu":
-                return cls.PCMU
-            if kind == "audio/pcma":
-                return cls.PCMA
-            if kind == "audio/pcm" and wire.get("rate", 24000) == 24000:
-                return cls.PCM16
-        raise AudioError("format", f"unsupported session audio format: {wire!r}"[:200])
-
-
-_CARRIER_ALIASES: Final[dict[str, CarrierFormat]] = {
-    "audio/x-mulaw": CarrierFormat.ULAW,
-    "audio/mulaw": CarrierFormat.ULAW,
-    "audio/pcmu": CarrierFormat.ULAW,
-    "pcmu": CarrierFormat.ULAW,
-    "mulaw": CarrierFormat.ULAW,
-    "ulaw": CarrierFormat.ULAW,
-    "audio/x-alaw": CarrierFormat.ALAW,
-    "audio/alaw": CarrierFormat.ALAW,
-    "audio/pcma": CarrierFormat.ALAW,
-    "pcma": CarrierFormat.ALAW,
-    "alaw": CarrierFormat.ALAW,
+_DECODE_TABLE: Final = {Encoding.ULAW: g711.ULAW_TO_FLOAT, Encoding.ALAW: g711.ALAW_TO_FLOAT}
+_ENCODE: Final = {Encoding.ULAW: g711.lin_to_ulaw, Encoding.ALAW: g711.lin_to_alaw}
+_TRANSLATE: Final = {
+    (Encoding.ULAW, Encoding.ALAW): g711.ULAW_TO_ALAW,
+    (Encoding.ALAW, Encoding.ULAW): g711.ALAW_TO_ULAW,
 }
-
-
-def parse_carrier_encoding(encoding: str) -> CarrierFormat:
-    """Map a carrier's encoding name to a :class:`CarrierFormat`.
-
-    Case-insensitive; accepts ``audio/x-mulaw``, ``audio/x-alaw``, ``PCMU``, ``PCMA``,
-    ``audio/pcmu``, ``audio/pcma`` and a few spellings more, with an optional ``;rate=8000``.
-    Anything else (including another rate) raises ``AudioError(kind="format")``.
-    """
-    if isinstance(encoding, str):
-        name, *params = (part.strip() for part in encoding.split(";"))
-        fmt = _CARRIER_ALIASES.get(name.lower())
-        rates = [p.replace(" ", "").lower() for p in params if p.lower().startswith("rate")]
-        rate_ok = all(rate == "rate=8000" for rate in rates)
-        if fmt is not None and rate_ok:
-            return fmt
-    raise AudioError("format", f"unsupported carrier audio encoding: {encoding!r}"[:200])
-
-
-def decoded_len(payload_b64: str) -> int:
-    """Bytes that ``payload_b64`` decodes to, from its length and padding alone (no decoding).
-
-    Exact for valid base64; for other strings it is only an estimate, good enough for size limits.
-    """
-    n = len(payload_b64)
-    full, rest = divmod(n, 4)
-    if rest:  # unpadded tail: 2 chars → 1 byte, 3 chars → 2 bytes
-        return full * 3 + max(rest - 1, 0)
-    if n == 0:
-        return 0
-    pad = 2 if payload_b64.endswith("==") else 1 if payload_b64.endswith("=") else 0
-    return full * 3 - pad
 
 
 class Converter(Protocol):
     """Converts one call's audio both ways. Chosen once per call by :func:`make_converter`."""
 
-    carrier: CarrierFormat
+    carrier: AudioFormat
     session: SessionFormat
     passthrough: bool
+    method: str
+    """``passthrough``, ``transcode``, ``codec`` or ``resample`` (for logs and benchmarks)."""
 
     def to_session(self, payload_b64: str) -> str:
-        """Caller → model: carrier base64 in, session base64 out. Raises AudioError on bad input."""
+        """Caller → model: carrier base64 in, session base64 out. Raises AudioError on bad input.
+
+        May be "" when the carrier's rate is above the session's and the payload is shorter than
+        the ratio (the decimator holds the samples for the next payload); send nothing then.
+        """
         ...
 
     def to_carrier(self, payload_b64: str) -> str:
@@ -171,118 +82,115 @@ class Converter(Protocol):
         ...
 
 
-class _Checked:
-    """Validation shared by all converters; nothing here touches converter state."""
-
-    def __init__(self, carrier: CarrierFormat, session: SessionFormat, max_payload_bytes: int) -> None:
-        self.carrier = carrier
-        self.session = session
-        self._max = max_payload_bytes
-
-    def _check_size(self, payload_b64: str) -> None:
-        if not isinstance(payload_b64, str):
-            raise AudioError("base64", f"payload is {type(payload_b64).__name__}, not a base64 string")
-        if not payload_b64:
-            raise AudioError("empty", "empty audio payload")
-        size = decoded_len(payload_b64)
-        if size > self._max:
-            raise AudioError("too_large", f"audio payload of {size} bytes exceeds {self._max}")
-
-    def _decode(self, payload_b64: str, *, width: int) -> bytes:
-        self._check_size(payload_b64)
-        try:
-            data = binascii.a2b_base64(payload_b64, strict_mode=True)
-        except ValueError as exc:  # binascii.Error, or non-ASCII characters in a str
-            raise AudioError("base64", f"invalid base64 audio payload: {exc}") from None
-        if not data:
-            raise AudioError("empty", "empty audio payload")
-        if width == 2 and len(data) % 2:
-            raise AudioError("odd_length", f"PCM16 payload of odd length {len(data)}")
-        return data
-
-
 def _b64(data: bytes | memoryview) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
-class _Passthrough(_Checked):
-    """Same format both sides: the payload string is forwarded as is, never decoded."""
-
-    passthrough = True
-
-    def to_session(self, payload_b64: str) -> str:
-        self._check_size(payload_b64)
-        return payload_b64
-
-    def to_carrier(self, payload_b64: str) -> str:
-        self._check_size(payload_b64)
-        return payload_b64
-
-    def reset_to_carrier(self) -> None:
-        pass  # stateless
+def _no_state() -> None:
+    pass  # stateless direction
 
 
-class _Transcode(_Checked):
-    """μ-law ↔ A-law at 8 kHz: one ``bytes.translate`` per frame, stateless."""
+class _Transcode:
+    """μ-law ↔ A-law: one ``bytes.translate`` per payload, stateless."""
 
-    passthrough = False
+    def __init__(self, src: AudioFormat, dst: AudioFormat, max_bytes: int) -> None:
+        self._decode = PayloadCheck(src, max_bytes).decode
+        self._table = _TRANSLATE[src.encoding, dst.encoding]
 
-    def __init__(self, carrier: CarrierFormat, session: SessionFormat, max_payload_bytes: int) -> None:
-        super().__init__(carrier, session, max_payload_bytes)
-        if carrier is CarrierFormat.ULAW:
-            self._up, self._down = g711.ULAW_TO_ALAW, g711.ALAW_TO_ULAW
+    def convert(self, payload_b64: str) -> str:
+        return _b64(self._decode(payload_b64).translate(self._table))
+
+
+class _Codec:
+    """G.711 ↔ L16 at the same rate: audioop expands or compresses, stateless."""
+
+    def __init__(self, src: AudioFormat, dst: AudioFormat, max_bytes: int) -> None:
+        self._decode = PayloadCheck(src, max_bytes).decode
+        self._src, self._dst = src.encoding, dst.encoding
+
+    def convert(self, payload_b64: str) -> str:
+        return _b64(codec.from_linear(codec.to_linear(self._decode(payload_b64), self._src), self._dst))
+
+
+class _Resample:
+    """Different rates: decode into the resampler's buffer, resample with carried state, encode."""
+
+    def __init__(self, src: AudioFormat, dst: AudioFormat, max_bytes: int) -> None:
+        self._decode = PayloadCheck(src, max_bytes).decode
+        self._table = _DECODE_TABLE.get(src.encoding)  # None: L16 in
+        self._encode = _ENCODE.get(dst.encoding)  # None: L16 out
+        # Wire L16 is little-endian; audioop's G.711 encoders want native order.
+        out_dtype = "<i2" if self._encode is None else "=i2"
+        self._resampler = Resampler(src.sample_rate, dst.sample_rate, out_dtype=out_dtype)
+        self.reset = self._resampler.reset
+
+    def convert(self, payload_b64: str) -> str:
+        data = self._decode(payload_b64)
+        if self._table is not None:
+            out = self._resampler.process_codes(np.frombuffer(data, dtype=np.uint8), self._table)
         else:
-            self._up, self._down = g711.ALAW_TO_ULAW, g711.ULAW_TO_ALAW
-
-    def to_session(self, payload_b64: str) -> str:
-        return _b64(self._decode(payload_b64, width=1).translate(self._up))
-
-    def to_carrier(self, payload_b64: str) -> str:
-        return _b64(self._decode(payload_b64, width=1).translate(self._down))
-
-    def reset_to_carrier(self) -> None:
-        pass  # stateless
-
-
-class _Resample(_Checked):
-    """G.711 8 kHz ↔ PCM16 24 kHz: decode, streaming polyphase FIR (state per direction), encode."""
-
-    passthrough = False
-
-    def __init__(self, carrier: CarrierFormat, session: SessionFormat, max_payload_bytes: int) -> None:
-        super().__init__(carrier, session, max_payload_bytes)
-        if carrier is CarrierFormat.ULAW:
-            self._table, self._encode = g711.ULAW_TO_FLOAT, g711.lin_to_ulaw
-        else:
-            self._table, self._encode = g711.ALAW_TO_FLOAT, g711.lin_to_alaw
-        # Caller frames are 20 ms; model deltas can be much longer (larger ones are split).
-        self._upsampler = Upsampler(capacity=800, out_dtype="<i2")  # wire PCM16 is little-endian
-        self._downsampler = Downsampler(capacity=4800, out_dtype="=i2")  # audioop wants native
-
-    def to_session(self, payload_b64: str) -> str:
-        codes = np.frombuffer(self._decode(payload_b64, width=1), dtype=np.uint8)
-        return _b64(self._upsampler.process_codes(codes, self._table).data)
-
-    def to_carrier(self, payload_b64: str) -> str:
-        samples = np.frombuffer(self._decode(payload_b64, width=2), dtype="<i2")
-        out = self._downsampler.process(samples)
+            out = self._resampler.process(np.frombuffer(data, dtype="<i2"))
         if not len(out):
-            return ""  # 1–2 samples: the decimator's phase holds them for the next delta
-        return _b64(self._encode(out.data))
+            return ""  # a decimator's phase holds these samples for the next payload
+        return _b64(out.data if self._encode is None else self._encode(out.data))
 
-    def reset_to_carrier(self) -> None:
-        self._downsampler.reset()
+
+_Leg = tuple[str, Callable[[str], str], Callable[[], None]]  # method, convert, reset
+
+
+def _leg(src: AudioFormat, dst: AudioFormat, max_bytes: int) -> _Leg:
+    """The cheapest correct way from ``src`` to ``dst``, chosen from the two formats alone."""
+    if src == dst:
+        return "passthrough", PayloadCheck(src, max_bytes).forward, _no_state  # checked, never decoded
+    if src.sample_rate != dst.sample_rate:
+        resample = _Resample(src, dst, max_bytes)
+        return "resample", resample.convert, resample.reset
+    if src.encoding.is_g711 and dst.encoding.is_g711:
+        return "transcode", _Transcode(src, dst, max_bytes).convert, _no_state
+    return "codec", _Codec(src, dst, max_bytes).convert, _no_state
+
+
+class _PairConverter:
+    """A :class:`Converter` made of two legs, whose functions are bound directly (no extra call)."""
+
+    def __init__(self, carrier: AudioFormat, session: SessionFormat, max_payload_bytes: int) -> None:
+        self.carrier = carrier
+        self.session = session
+        self.method, self.to_session, _ = _leg(carrier, session.audio, max_payload_bytes)
+        _, self.to_carrier, self.reset_to_carrier = _leg(session.audio, carrier, max_payload_bytes)
+        self.passthrough = self.method == "passthrough"
+
+    def __repr__(self) -> str:
+        return f"<Converter {self.carrier.id} ↔ {self.session.value} ({self.method})>"
+
+
+def max_payload_limit(carrier: AudioFormat, session: SessionFormat) -> int:
+    """The largest ``max_payload_bytes`` for which every ``to_session`` output still fits one
+    ``input_audio_buffer.append`` event under the Realtime API's 15 MiB cap
+    (https://platform.openai.com/docs/api-reference/realtime-client-events/input_audio_buffer/append).
+
+    The output of ``b`` input bytes is at most ``b × session bytes/ms ÷ carrier bytes/ms`` plus two
+    samples (a resampler's phase), so the limit follows from :data:`MAX_APPEND_AUDIO_BYTES`.
+    """
+    room = MAX_APPEND_AUDIO_BYTES - 2 * session.audio.sample_width
+    return room * carrier.bytes_per_ms // session.audio.bytes_per_ms
 
 
 def make_converter(
-    carrier: CarrierFormat, session: SessionFormat, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    carrier: AudioFormat, session: SessionFormat, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 ) -> Converter:
-    """The converter for one call's format pair (each call needs its own: resamplers keep state)."""
-    if not isinstance(carrier, CarrierFormat) or not isinstance(session, SessionFormat):
-        raise AudioError("format", f"unsupported format pair {carrier!r}, {session!r}")
-    if session is SessionFormat.PCM16:
-        return _Resample(carrier, session, max_payload_bytes)
-    same = (carrier is CarrierFormat.ULAW) == (session is SessionFormat.PCMU)
-    if same:
-        return _Passthrough(carrier, session, max_payload_bytes)
-    return _Transcode(carrier, session, max_payload_bytes)
+    """The converter for one call's format pair (each call needs its own: resamplers keep state).
+
+    ``max_payload_bytes`` caps one payload, decoded, in either direction. ``AudioError(kind="format")``
+    for arguments that are not formats; ``ValueError`` for a cap that is not positive or would let
+    an ``input_audio_buffer.append`` exceed the API's cap (see :func:`max_payload_limit`).
+    """
+    if not isinstance(carrier, AudioFormat) or not isinstance(session, SessionFormat):
+        raise AudioError("format", f"unsupported format pair {carrier!r}, {session!r}"[:200])
+    limit = max_payload_limit(carrier, session)
+    if not 0 < max_payload_bytes <= limit:
+        raise ValueError(
+            f"max_payload_bytes must be 1..{limit} for {carrier.id} ↔ {session.value} "
+            f"(the Realtime API caps one event at 15 MiB), got {max_payload_bytes}"
+        )
+    return _PairConverter(carrier, session, max_payload_bytes)

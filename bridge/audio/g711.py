@@ -4,7 +4,7 @@ The codec itself is ``audioop`` (C, bit-exact G.711, about 0.15 µs to decode an
 20 ms frame); this module adds what audioop lacks:
 
 * float32 decode tables, so a frame is decoded straight into a resampler's buffer with one
-  ``np.take`` instead of decode → ``frombuffer`` → cast;
+  ``take`` instead of decode → ``frombuffer`` → cast;
 * 256-byte μ-law ↔ A-law tables for ``bytes.translate``: transcoding without going through
   16-bit samples at all. audioop has no direct μ-law ↔ A-law function; the tables are built as
   ``lin2alaw(ulaw2lin(code))`` (and the reverse), i.e. exactly "decode, then encode".

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.accounting.meter import UsageMeter
-from bridge.audio.convert import (
+from bridge.audio import (
     AudioError,
     Converter,
     SessionFormat,
     decoded_len,
     make_converter,
-    parse_carrier_encoding,
+    parse_encoding,
 )
 from bridge.call.conversation import Conversation
 from bridge.call.playback import PlaybackTracker
@@ -463,13 +463,13 @@ class CallCore:
             out.append(Note(NoteKind.CARRIER_ERROR, {"kind": "duplicate_start", "reason": "second start ignored"}))
             return
         try:
-            carrier_format = parse_carrier_encoding(ev.encoding)
+            carrier_format = parse_encoding(ev.encoding, ev.sample_rate)
         except AudioError as exc:
             self.stats.protocol_errors += 1
             reason = f"unsupported media format {ev.encoding!r}: {exc}"
             self.end(EndReason.PROTOCOL_ERROR, reason, out, CloseCode.UNSUPPORTED_DATA)
             return
-        if ev.sample_rate != 8000 or ev.channels != 1:
+        if ev.channels != 1:
             reason = f"unsupported {ev.sample_rate} Hz x{ev.channels}"
             self.end(EndReason.PROTOCOL_ERROR, reason, out, CloseCode.UNSUPPORTED_DATA)
             return
@@ -502,7 +502,7 @@ class CallCore:
             call_sid=ev.call_sid,
             profile=self.profile,
             model=session.model,
-            carrier_format=carrier_format.value,
+            carrier_format=carrier_format.id,
             session_format=session.audio_format,
         )
         lookup = self.settings.session_webhook
@@ -572,6 +572,8 @@ class CallCore:
         out: list[Action] = []
         if self._vad is not None:
             self._local_vad(ev.payload, now, out)
+        if not payload:
+            return out  # a decimating converter held the samples back for the next frame
         if self.state is CallState.ACTIVE:
             out.append(SendModel(rt.append_audio(payload)))
         elif self.state is CallState.STARTING or self.state is CallState.RECONNECTING:
@@ -609,7 +611,7 @@ class CallCore:
     def _local_vad(self, payload_b64: str, now: float, out: list[Action]) -> None:
         assert self._vad is not None and self.converter is not None
         try:
-            change = self._vad.feed_g711(payload_b64, self.converter.carrier.value)
+            change = self._vad.feed(payload_b64, self.converter.carrier)
         except AudioError:
             return
         if change == "start":
@@ -901,7 +903,7 @@ class CallCore:
             self._tracker.on_received_only(ev.item_id, model_ms)
             return []
         carrier_bytes = decoded_len(payload)
-        mark = self._tracker.on_sent(ev.item_id, carrier_bytes / 8.0, model_ms, now)
+        mark = self._tracker.on_sent(ev.item_id, carrier_bytes / self.converter.carrier.bytes_per_ms, model_ms, now)
         self.stats.frames_out += 1
         self.stats.bytes_out += carrier_bytes
         out: list[Action] = [SendCarrier(self._writer.media(payload)), SendCarrier(self._writer.mark(mark))]

@@ -26,7 +26,7 @@ class CallMeta:
 
 
 def _carrier_format(core: CallCore) -> str | None:
-    return core.converter.carrier.value if core.converter else None
+    return core.converter.carrier.id if core.converter else None
 
 
 def _cost_usd(core: CallCore, now: float) -> float | None:

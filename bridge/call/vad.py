@@ -4,7 +4,8 @@ Energy with hysteresis, on 10 ms windows: speech starts when the level stays abo
 ``start_dbfs`` for ``start_ms``; it ends when it stays below ``stop_dbfs`` for ``end_silence_ms``.
 The gap between the two thresholds keeps a level hovering near one threshold from flapping.
 Positions are kept on the caller-audio timeline (ms since the first frame), so the detected
-boundaries can be compared with a recording's true ones.
+boundaries can be compared with a recording's true ones. Any carrier format works: G.711 is
+expanded to linear samples, L16 is read as it is, and a window is 10 ms at the format's rate.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import binascii
 import math
 import warnings
 
-from bridge.audio.convert import AudioError
+from bridge.audio.codec import to_linear
+from bridge.audio.formats import AudioError, AudioFormat
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-_WINDOW = 80  # samples at 8 kHz: 10 ms
+_WINDOW_MS = 10.0  # the detector's window; its byte size follows the sample rate
 
 
 class EnergyVad:
@@ -36,19 +38,20 @@ class EnergyVad:
         self.last_start_ms: float | None = None  # estimated true onset of the last speech
         self.last_end_ms: float | None = None  # estimated true end of the last speech
 
-    def feed_g711(self, payload_b64: str, encoding: str) -> str | None:
+    def feed(self, payload_b64: str, fmt: AudioFormat) -> str | None:
+        """Feed a carrier payload (base64, in ``fmt``); return "start", "stop" or None."""
         try:
             raw = binascii.a2b_base64(payload_b64, strict_mode=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or non-ASCII characters in a str
             raise AudioError("base64", f"invalid base64: {exc}") from None
-        lin = audioop.alaw2lin(raw, 2) if encoding == "audio/x-alaw" else audioop.ulaw2lin(raw, 2)
-        return self.feed_pcm16(lin)
+        return self.feed_pcm16(to_linear(raw, fmt.encoding), fmt.sample_rate)
 
-    def feed_pcm16(self, lin: bytes) -> str | None:
-        """Feed 8 kHz PCM16; return "start", "stop" or None for the last change in this chunk."""
+    def feed_pcm16(self, lin: bytes, sample_rate: int = 8000) -> str | None:
+        """Feed native-endian 16-bit samples at ``sample_rate`` (fixed for a call); return
+        "start", "stop" or None for the last change in this chunk."""
         data = self._pending + lin
         change: str | None = None
-        step = _WINDOW * 2
+        step = 2 * sample_rate // 100  # bytes in one 10 ms window
         end = len(data) - len(data) % step
         for off in range(0, end, step):
             rms = audioop.rms(data[off : off + step], 2)
@@ -59,7 +62,7 @@ class EnergyVad:
         return change
 
     def _window(self, rms: float) -> str | None:
-        win_ms = _WINDOW / 8.0
+        win_ms = _WINDOW_MS
         at = self.position_ms
         self.position_ms += win_ms
         if not self.speaking:

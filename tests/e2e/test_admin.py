@@ -117,7 +117,7 @@ def test_sessions_lists_a_live_call_and_delete_ends_it_as_operator(tmp_path: Pat
                 assert s["turn"] in ("listening", "user_speaking", "assistant_speaking")
                 assert s["profile"] == "default"
                 assert s["model"] == "gpt-realtime"
-                assert s["carrier_format"] == "audio/x-mulaw"
+                assert s["carrier_format"] == "ulaw_8k"
                 assert s["session_format"] == "pcmu"
                 assert abs(s["started_at"] - runner.started_wall) < 1e-3
                 assert 0 < s["duration_s"] < 20
@@ -190,7 +190,7 @@ def test_bridge_sessions_command_shows_the_live_call(capsys: pytest.CaptureFixtu
                 lines = table.stdout.decode().splitlines()
                 assert lines[0].split()[:3] == ["id", "call_sid", "state"]
                 (row,) = [line for line in lines[1:] if line.startswith(s["id"])]
-                assert s["call_sid"] in row and "active" in row and "audio/x-mulaw→pcmu" in row
+                assert s["call_sid"] in row and "active" in row and "ulaw_8k→pcmu" in row
                 assert lines[-1].startswith("1 live call(s)")
 
                 # The same command in this process, with an admin token that the port does not need.

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.audio.convert import AudioError
+from bridge.audio import ALAW_8K, L16_8K, L16_16K, L16_24K, ULAW_8K, AudioError, AudioFormat
+from bridge.audio.resample import Resampler
 from bridge.audio.wavfile import ASSISTANT_PCM16, CALLER_ALAW, CALLER_ULAW, bundled
 from bridge.call.core import Action, CallCore, Note, SendModel
 from bridge.call.vad import EnergyVad
@@ -43,8 +44,8 @@ TOLERANCE_MS = 100.0
 FRAME = 160  # 20 ms of G.711 at 8 kHz, what Twilio sends per media message
 LEAD_MS = 1000  # silence before, between and after the copies of a recording
 ENCODINGS = {
-    CALLER_ULAW: ("audio/x-mulaw", audioop.lin2ulaw, audioop.ulaw2lin),
-    CALLER_ALAW: ("audio/x-alaw", audioop.lin2alaw, audioop.alaw2lin),
+    CALLER_ULAW: (ULAW_8K, audioop.lin2ulaw, audioop.ulaw2lin),
+    CALLER_ALAW: (ALAW_8K, audioop.lin2alaw, audioop.alaw2lin),
 }
 
 
@@ -60,12 +61,14 @@ def detector(vad: LocalVad | None = None) -> EnergyVad:
     return EnergyVad(v.start_dbfs, v.stop_dbfs, v.start_ms, v.end_silence_ms)
 
 
-def run_g711(vad: EnergyVad, data: bytes, encoding: str, frame: int = FRAME) -> list[Detected]:
+def run_carrier(vad: EnergyVad, data: bytes, fmt: AudioFormat, frame_ms: int = 20) -> list[Detected]:
+    """Feed ``data`` (samples in ``fmt``) as a carrier sends it: base64 frames of ``frame_ms``."""
     out = []
+    frame = frame_ms * fmt.bytes_per_ms
     for off in range(0, len(data), frame):
-        change = vad.feed_g711(base64.b64encode(data[off : off + frame]).decode(), encoding)
+        change = vad.feed(base64.b64encode(data[off : off + frame]).decode(), fmt)
         if change is not None:
-            out.append(_detected(vad, change, (off + frame) / 8))
+            out.append(_detected(vad, change, (off + frame) / fmt.bytes_per_ms))
     return out
 
 
@@ -143,9 +146,9 @@ def test_default_thresholds_are_the_documented_ones() -> None:
 
 @pytest.mark.parametrize("name", [CALLER_ULAW, CALLER_ALAW])
 def test_turn_boundaries_within_100ms(name: str) -> None:
-    encoding, lin2g711, g7112lin = ENCODINGS[name]
+    fmt, lin2g711, g7112lin = ENCODINGS[name]
     lin, offsets = twice_with_silence(g7112lin(bundled(name).data, 2))
-    found = run_g711(detector(), lin2g711(lin, 2), encoding)
+    found = run_carrier(detector(), lin2g711(lin, 2), fmt)
     truth = expected(BOUNDARIES["recordings"][name]["turns_ms"], offsets)
     assert_boundaries(found, truth, LocalVad().end_silence_ms)
     # Measured: starts 40-42 ms late (the onset ramps up through -35 dBFS), ends within 3 ms.
@@ -153,15 +156,32 @@ def test_turn_boundaries_within_100ms(name: str) -> None:
         assert 0 <= start_err <= 60 and abs(end_err) <= 20
 
 
+@pytest.mark.parametrize("fmt", [L16_8K, L16_16K, L16_24K])
+def test_turn_boundaries_from_a_linear_pcm_carrier(fmt: AudioFormat) -> None:
+    # The same recording as an L16 carrier sends it (little-endian, 8/16/24 kHz; resampled from
+    # 8 kHz by the bridge's own resampler, whose ≤ 2 ms delay is well inside the tolerance): the
+    # detector must find the same turns, with 10 ms windows at every rate.
+    lin, offsets = twice_with_silence(audioop.ulaw2lin(bundled(CALLER_ULAW).data, 2))
+    samples = np.frombuffer(lin, "=i2")
+    if fmt.sample_rate != 8000:
+        samples = Resampler(8000, fmt.sample_rate, capacity=len(samples)).process(samples)
+    found = run_carrier(detector(), samples.astype("<i2").tobytes(), fmt)
+    truth = expected(BOUNDARIES["recordings"][CALLER_ULAW]["turns_ms"], offsets)
+    assert_boundaries(found, truth, LocalVad().end_silence_ms)
+    reference = run_carrier(detector(), audioop.lin2ulaw(lin, 2), ULAW_8K)
+    for got, ref in zip(found, reference, strict=True):
+        assert abs(got.boundary_ms - ref.boundary_ms) <= 10.0  # one window
+
+
 @pytest.mark.parametrize("name", [CALLER_ULAW, CALLER_ALAW])
 def test_turn_boundaries_on_a_noisy_line(name: str) -> None:
     # White noise at -55 dBFS over everything (a poor phone line; 10 dB under stop_dbfs).
-    encoding, lin2g711, g7112lin = ENCODINGS[name]
+    fmt, lin2g711, g7112lin = ENCODINGS[name]
     lin, offsets = twice_with_silence(g7112lin(bundled(name).data, 2))
     x = np.frombuffer(lin, "<i2").astype(np.float64)
     x += np.random.default_rng(7).normal(0.0, 32768 * 10 ** (-55 / 20), len(x))
     noisy = np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
-    found = run_g711(detector(), lin2g711(noisy, 2), encoding)
+    found = run_carrier(detector(), lin2g711(noisy, 2), fmt)
     truth = expected(BOUNDARIES["recordings"][name]["turns_ms"], offsets)
     assert_boundaries(found, truth, LocalVad().end_silence_ms)
 
@@ -172,9 +192,9 @@ def test_every_phrase_found_when_end_silence_is_below_the_pauses(name: str) -> N
     shortest_pause = min(b[0] - a[1] for a, b in itertools.pairwise(phrases))
     settings = LocalVad(end_silence_ms=150)
     assert settings.end_silence_ms < shortest_pause
-    encoding, lin2g711, g7112lin = ENCODINGS[name]
+    fmt, lin2g711, g7112lin = ENCODINGS[name]
     lin, offsets = twice_with_silence(g7112lin(bundled(name).data, 2))
-    found = run_g711(detector(settings), lin2g711(lin, 2), encoding)
+    found = run_carrier(detector(settings), lin2g711(lin, 2), fmt)
     assert_boundaries(found, expected(phrases, offsets), settings.end_silence_ms)
 
 
@@ -183,7 +203,7 @@ def test_recording_as_the_caller_sends_it_without_leading_silence() -> None:
     data = bundled(CALLER_ULAW).data
     data += b"\xff" * (800 * 8)  # trailing silence, μ-law digital silence
     data += b"\xff" * (-len(data) % FRAME)
-    found = run_g711(detector(), data, "audio/x-mulaw")
+    found = run_carrier(detector(), data, ULAW_8K)
     truth = expected(BOUNDARIES["recordings"][CALLER_ULAW]["turns_ms"], [0.0])
     assert_boundaries(found, truth, 500)
 
@@ -272,7 +292,7 @@ def test_burst_of_start_ms_does_start_speech() -> None:
 
 def test_invalid_base64_is_an_audio_error() -> None:
     with pytest.raises(AudioError):
-        detector().feed_g711("not base64!", "audio/x-mulaw")
+        detector().feed("not base64!", ULAW_8K)
 
 
 # --- the detector inside the call core (turn_detection = none) -------------------------------
