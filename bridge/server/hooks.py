@@ -14,10 +14,11 @@ import structlog
 import trio
 
 from bridge import metrics
-from bridge.accounting.records import CallRecord, EndReason
+from bridge.accounting.records import CallRecord
 from bridge.accounting.store import RecordStore
 from bridge.call.core import Note
 from bridge.call.runner import CallRunner
+from bridge.vocabulary import EndReason, NoteKind, TokenKind
 
 log = structlog.get_logger("bridge.hooks")
 
@@ -29,7 +30,15 @@ class _Flushed:
     bytes_in: int = 0
     bytes_out: int = 0
     tokens: dict[str, int] = field(default_factory=dict)
+    transcription_s: float = 0.0
     cost: dict[str, float] = field(default_factory=dict)  # part -> USD already counted
+
+
+def outcome(end_reason: str | None) -> str:
+    """The ``outcome`` label of an ended call: its end reason, or bridge_error for none (a bug)."""
+    if end_reason is not None and end_reason in EndReason.__members__.values():
+        return EndReason(end_reason).value
+    return EndReason.BRIDGE_ERROR.value
 
 
 class WorkerHooks:
@@ -49,21 +58,25 @@ class WorkerHooks:
     def note(self, call: CallRunner, note: Note) -> None:
         f = note.fields
         name = note.name
-        if name == "carrier_error":
-            metrics.protocol_errors_total.labels(source="carrier", kind=f.get("kind", "unknown")).inc()
-        elif name == "model_protocol_error":
+        if name == NoteKind.CARRIER_ERROR:
+            # Every kind the core names, e.g. bad_json, media_before_start, message_too_big.
+            metrics.protocol_errors_total.labels(source="carrier", kind=str(f.get("kind", "unknown"))[:64]).inc()
+        elif name == NoteKind.MODEL_PROTOCOL_ERROR:
             metrics.protocol_errors_total.labels(source="model", kind="malformed_event").inc()
-        elif name == "audio_error":
+        elif name == NoteKind.AUDIO_ERROR:
             metrics.audio_errors_total.labels(kind=f.get("kind", "unknown")).inc()
-        elif name == "model_error":
-            metrics.model_errors_total.labels(code=str(f.get("code", "unknown"))[:64]).inc()
-        elif name == "barge_in":
+        elif name == NoteKind.MODEL_ERROR:
+            # A harmless race (the core marks it) is not a model failure: counted apart, so the
+            # dashboard's error panel shows only errors someone should look at.
+            counter = metrics.model_races_total if f.get("benign") else metrics.model_errors_total
+            counter.labels(code=str(f.get("code", "unknown"))[:64]).inc()
+        elif name == NoteKind.BARGE_IN:
             metrics.barge_ins_total.inc()
-        elif name == "response_latency":
+        elif name == NoteKind.RESPONSE_LATENCY:
             metrics.response_latency_seconds.observe(f["seconds"])
-        elif name == "dtmf":
+        elif name == NoteKind.DTMF:
             metrics.dtmf_total.inc()
-        elif name == "response_done" and f.get("status") == "completed":
+        elif name == NoteKind.RESPONSE_DONE and f.get("status") == "completed":
             metrics.turns_total.inc()
             self.flush(call)
 
@@ -77,7 +90,7 @@ class WorkerHooks:
         self.flush(call)
         core = call.core
         metrics.calls_active.dec()
-        metrics.calls_ended_total.labels(outcome=core.end_reason or "bridge_error").inc()
+        metrics.calls_ended_total.labels(outcome=outcome(core.end_reason)).inc()
         duration = trio.current_time() - core.started_at
         metrics.call_duration_seconds.observe(duration)
         if core.meter is not None:
@@ -110,10 +123,16 @@ class WorkerHooks:
             return
         model = meter.model
         for kind, value in meter.tokens().items():
+            if kind == TokenKind.TRANSCRIPTION_AUDIO_MS:
+                continue  # a duration, not tokens: counted in seconds below
             delta = value - last.tokens.get(kind, 0)
             if delta > 0:
                 metrics.tokens_total.labels(model=model, kind=kind).inc(delta)
                 last.tokens[kind] = value
+        heard = meter.transcription_seconds - last.transcription_s
+        if heard > 0:
+            metrics.transcription_audio_seconds_total.labels(model=meter.transcription_model or "unknown").inc(heard)
+            last.transcription_s = meter.transcription_seconds
         cost = meter.cost(trio.current_time() - call.core.started_at)
         parts: tuple[tuple[str, float | None], ...] = (
             ("model", cost.model_usd),
@@ -155,8 +174,7 @@ class WorkerHooks:
         if core.meter is not None:
             rec.apply_cost(core.meter.cost(duration), core.meter.tokens())
         if final:
-            reason = core.end_reason or "bridge_error"
-            rec.end(EndReason(reason), call.ended_wall or now_wall)
+            rec.end(EndReason(outcome(core.end_reason)), call.ended_wall or now_wall)
             rec.duration_s = round(duration, 3)
         else:
             rec.touch(now_wall)
