@@ -31,7 +31,6 @@ descriptors). Without that variable (one process) a thread lock and the single w
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -40,7 +39,7 @@ import re
 import select
 import sys
 import threading
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -108,33 +107,31 @@ class LineWriter:
         self._thread_lock = threading.RLock()
         self._lock_fd = _lock_fd(lock_path) if lock_path else None
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def write_line(self, text: str) -> None:
+        data = (text + "\n").encode("utf-8", "backslashreplace")
         with self._thread_lock:
             if self._lock_fd is None:
-                yield
+                self._write(data)
                 return
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                yield
+                self._write(data)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def write_line(self, text: str) -> None:
-        data = (text + "\n").encode("utf-8", "backslashreplace")
-        with self._locked():
-            if self._fd is None:
-                self.stream.write(data.decode("utf-8"))
-                self.stream.flush()
-                return
-            view = memoryview(data)
-            while view:  # a write cut short (a signal, a full non-blocking pipe) goes on from there
-                try:
-                    written = os.write(self._fd, view)
-                except BlockingIOError:
-                    select.select([], [self._fd], [])
-                    continue
-                view = view[written:]
+    def _write(self, data: bytes) -> None:
+        if self._fd is None:
+            self.stream.write(data.decode("utf-8"))
+            self.stream.flush()
+            return
+        view = memoryview(data)
+        while view:  # one pass, almost always; a write cut short (a full non-blocking pipe) goes on
+            try:
+                written = os.write(self._fd, view)
+            except BlockingIOError:
+                select.select([], [self._fd], [])
+                continue
+            view = view[written:]
 
 
 class _LineLogger:
