@@ -2,7 +2,7 @@
 # bridge: phone calls (Twilio media streams) to OpenAI Realtime. See docs/deploy.md.
 #
 #   docker build -t bridge .
-#   docker run --rm -p 8080:8080 -e OPENAI_API_KEY -v bridge-data:/data --stop-timeout 330 bridge
+#   docker run --rm -p 8080:8080 -e OPENAI_API_KEY -e TWILIO_AUTH_TOKEN -v bridge-data:/data --stop-timeout 330 bridge
 #
 # Python 3.13: the stdlib audioop is gone, so pip installs audioop-lts (pyproject marker).
 
@@ -37,8 +37,10 @@ RUN groupadd --system --gid 10001 bridge \
 
 COPY --from=builder /opt/bridge /opt/bridge
 
-# The public port listens on all interfaces; the admin port stays on 127.0.0.1 (the service
-# refuses a non-loopback admin port without a token). To scrape /metrics from outside, run with
+# The public port listens on all interfaces, so X-Twilio-Signature is checked (the default,
+# twilio.validate_signature = true): without TWILIO_AUTH_TOKEN (or BRIDGE_TWILIO__AUTH_TOKEN_FILE)
+# the service refuses to start rather than take anyone's calls. The admin port stays on 127.0.0.1
+# (the service refuses a non-loopback admin port without a token). To scrape /metrics from outside, run with
 # -e BRIDGE_ADMIN__HOST=0.0.0.0 -e BRIDGE_ADMIN_TOKEN=... (or mount a file and set
 # BRIDGE_ADMIN__TOKEN_FILE) and publish 8081.
 ENV PATH=/opt/bridge/bin:$PATH \

@@ -10,13 +10,17 @@ from collections.abc import Sequence
 
 from bridge.config import (
     ConfigError,
+    Secrets,
     Settings,
-    check_runtime,
+    check_startup,
     config_path,
+    format_startup_problems,
     load_secrets,
     load_settings,
     masked_dump,
 )
+
+EXIT_CONFIG = 2  # what serve exits with when it refuses a configuration
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -24,14 +28,16 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """The checks ``serve`` runs at start (:func:`bridge.config.check_startup`), with its exit code."""
     settings = _load(args)
     secrets = load_secrets(settings)
     print(json.dumps(masked_dump(settings, secrets), indent=2))
-    problems = check_runtime(settings, secrets)
-    for p in problems:
-        print(f"warning: {p}", file=sys.stderr)
-    if secrets.openai_api_key is None:
-        print("note: no OpenAI API key (OPENAI_API_KEY or realtime.api_key_file)", file=sys.stderr)
+    check = check_startup(settings, secrets)
+    for warning in check.warnings:
+        print(f"bridge: warning: {warning}", file=sys.stderr)
+    if not check.ok:
+        print(f"bridge: {format_startup_problems(check)}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -87,10 +93,55 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """``--name VALUE`` or ``--name=VALUE`` taken out of ``argv`` (the last one wins)."""
+    value: str | None = None
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest
+
+
+def upgrade_signature(settings: Settings, secrets: Secrets, url: str) -> str | None:
+    """The X-Twilio-Signature a service with this configuration expects on an upgrade to ``url``,
+    or None when it checks none (or no token is known here)."""
+    from urllib.parse import urlsplit
+
+    from bridge.carrier.twilio_signature import compute_signature, request_url
+
+    token = secrets.twilio_auth_token
+    if not settings.twilio.validate_signature or token is None:
+        return None
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    signed = request_url(settings.server.public_url, {"host": parts.netloc}, target, websocket=True)
+    return compute_signature(token.get_secret_value(), signed)
+
+
 def cmd_call(argv: list[str]) -> int:
+    """``bridge call``: the simulated caller, signing its upgrade as Twilio would when the
+    configuration checks signatures and the auth token is at hand."""
     from bridge.testing.caller import main as caller_main
 
-    return caller_main(argv)
+    config, rest = _pop_option(argv, "--config")
+    url, _ = _pop_option(rest, "--url")
+    has_signature = any("x-twilio-signature" in a.lower() for a in rest)
+    if url is not None and not has_signature and "-h" not in rest and "--help" not in rest:
+        settings = load_settings(config_path(config))
+        signature = upgrade_signature(settings, load_secrets(settings), url)
+        if signature is not None:
+            rest += ["--header", f"X-Twilio-Signature: {signature}"]
+    return caller_main(rest)
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -115,20 +166,29 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bridge import __version__
+
     p = argparse.ArgumentParser(prog="bridge", description="Phone calls to OpenAI Realtime, on trio.")
+    p.add_argument("--version", action="version", version=f"bridge {__version__}")
     p.add_argument("--config", help="TOML configuration file (or BRIDGE_CONFIG)")
+    # Also accepted after the subcommand; SUPPRESS keeps a value given before it.
+    config_after = argparse.ArgumentParser(add_help=False)
+    config_after.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file (or BRIDGE_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the service")
+    def add(name: str, **kw: object) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[config_after], **kw)  # type: ignore[arg-type]
+
+    s = add("serve", help="run the service")
     s.add_argument("--workers", type=int, help="worker processes (default: server.workers, 0 = CPUs)")
     s.set_defaults(func=cmd_serve)
 
-    d = sub.add_parser("demo", help="the whole path on this machine: simulator, bridge, simulated calls")
+    d = add("demo", help="the whole path on this machine: simulator, bridge, simulated calls")
     d.add_argument("--calls", type=int, default=3)
     d.add_argument("--fast", action="store_true", help="callers send audio faster than real time")
     d.set_defaults(func=cmd_demo)
 
-    m = sub.add_parser("simulator", help="serve the Realtime simulator alone")
+    m = add("simulator", help="serve the Realtime simulator alone")
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=8765)
     m.add_argument("--speed", type=float, default=4.0, help="audio generation speed vs real time")
@@ -180,15 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("call", help="a simulated caller (bridge call --help)", add_help=False)
 
-    c = sub.add_parser("check-config", help="validate and print the effective configuration")
+    c = add("check-config", help="validate and print the effective configuration; exit 2 where serve would refuse it")
     c.set_defaults(func=cmd_check_config)
 
-    ss = sub.add_parser("sessions", help="list live calls (reads the admin port)")
+    ss = add("sessions", help="list live calls (reads the admin port)")
     ss.add_argument("--url", help="admin base URL (default from admin.host/admin.port)")
     ss.add_argument("--json", action="store_true")
     ss.set_defaults(func=cmd_sessions)
 
-    r = sub.add_parser("cdr", help="list and export call records")
+    r = add("cdr", help="list and export call records")
     r.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
     r.add_argument("--since", help="ISO date/time or a duration like 2h, 7d")
     r.add_argument("--until", help="ISO date/time or a duration like 1h")
@@ -209,18 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    # `bridge call` has its own parser (it is also used on its own by load tests).
-    if "call" in args_list:
-        idx = args_list.index("call")
-        if all(a.startswith("--config") or a == args_list[idx] for a in args_list[:idx]):
-            return cmd_call(args_list[idx + 1 :])
-    parser = build_parser()
-    args = parser.parse_args(args_list)
     try:
+        # `bridge call` has its own parser (it is also used on its own by load tests); --config
+        # may come before or after the word `call`.
+        config, without_config = _pop_option(args_list, "--config")
+        if without_config[:1] == ["call"]:
+            return cmd_call((["--config", config] if config else []) + without_config[1:])
+        parser = build_parser()
+        args = parser.parse_args(args_list)
         return int(args.func(args))
     except ConfigError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -10,6 +10,7 @@ line: they are read from the environment or from files (systemd credentials) by
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -222,6 +223,35 @@ class RealtimeSettings(SessionSettings):
         return v
 
 
+# Calls one worker (one CPU core) carries while its p99 added latency stays near 2 ms: flat up to
+# 75 calls in every run of BENCHMARKS.md "One worker under load", 100 in only one run of three.
+DEFAULT_MAX_CALLS_PER_WORKER = 75
+DEFAULT_OVERFLOW_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+
+
+class OverflowSettings(BaseModel):
+    """What ``/twiml`` answers when every worker is full: ``message`` spoken then hang up
+    (the default), or ``redirect_url``, whose TwiML Twilio fetches instead (another number,
+    a queue, a voicemail)."""
+
+    model_config = _STRICT
+    message: str | None = Field(None, min_length=1, max_length=4096)
+    redirect_url: str | None = None
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _absolute_http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL that answers with TwiML")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> OverflowSettings:
+        if self.message is not None and self.redirect_url is not None:
+            raise ValueError("set message or redirect_url, not both")
+        return self
+
+
 class ServerSettings(BaseModel):
     model_config = _STRICT
     host: str = "127.0.0.1"
@@ -230,8 +260,16 @@ class ServerSettings(BaseModel):
     workers: int = Field(0, ge=0, le=256)  # 0: one per CPU
     drain_timeout_s: float = Field(300.0, ge=0)
     max_call_duration_s: float = Field(4 * 3600.0, gt=0)  # a business limit: sessions are handed over
-    max_calls: int = Field(0, ge=0)  # per worker; 0 is unlimited
+    max_calls_per_worker: int = Field(DEFAULT_MAX_CALLS_PER_WORKER, ge=1, le=10_000)
+    overflow: OverflowSettings = Field(default_factory=lambda: OverflowSettings())
     max_message_bytes: int = Field(256 * 1024, ge=4096)
+    # A request head (and a webhook's body) must arrive within this time and size; connections
+    # still in that phase are capped per worker, so slow or idle clients cannot pile up.
+    head_timeout_s: float = Field(5.0, gt=0, le=60)
+    max_head_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    max_pending_connections: int = Field(64, ge=1, le=100_000)
+    # Only for a public address without signature checking: naming the risk is the opt-in.
+    insecure_allow_unauthenticated_calls: bool = False
     ping_interval_s: float = Field(15.0, gt=0)
     ping_timeout_s: float = Field(20.0, gt=0)
     idle_timeout_s: float = Field(30.0, gt=0)  # no carrier message for this long ends the call
@@ -247,7 +285,8 @@ class ServerSettings(BaseModel):
 
 class TwilioSettings(BaseModel):
     model_config = _STRICT
-    validate_signature: bool = False
+    # On by default: an unsigned webhook or upgrade could open Realtime sessions billed to you.
+    validate_signature: bool = True
     auth_token_file: Path | None = None
     # The REST API (transfer_call redirects the live call): regional edges and tests change the base.
     api_base_url: str = "https://api.twilio.com"
@@ -472,6 +511,10 @@ def load_settings(path: Path | None) -> Settings:
         raise ConfigError(describe_validation_error(exc, path)) from None
 
 
+#: Keys that were renamed, so an old file is told the new name rather than a near miss.
+RENAMED_KEYS: dict[str, str] = {"server.max_calls": "max_calls_per_worker"}
+
+
 def describe_validation_error(exc: ValidationError, path: Path | None = None) -> str:
     """One line per problem: ``key: value 'x' is not allowed: <rule>``."""
     where = f"{path}: " if path else ""
@@ -486,7 +529,9 @@ def describe_validation_error(exc: ValidationError, path: Path | None = None) ->
         if err["type"] == "extra_forbidden":
             allowed = _keys_at(err["loc"][:-1])
             hint = ""
-            if allowed:
+            if key in RENAMED_KEYS:
+                hint = f" (renamed: use {RENAMED_KEYS[key]!r})"
+            elif allowed:
                 close = difflib.get_close_matches(loc[-1], allowed, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 hint += "; allowed keys: " + ", ".join(allowed)
@@ -664,13 +709,66 @@ def _load_refs(settings: Settings, env: Mapping[str, str]) -> dict[SecretRef, Se
     return values
 
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def check_runtime(settings: Settings, secrets: Secrets) -> list[str]:
-    """Problems that make ``serve`` refuse to start (the file itself was valid)."""
-    problems = []
-    if settings.admin.host not in _LOOPBACK and secrets.admin_token is None:
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def unverified_carriers(settings: Settings) -> list[str]:
+    """Carriers whose webhook and media requests are taken without checking who sent them.
+
+    One entry per carrier with its own verification switch (today ``twilio.validate_signature``);
+    the rule about public addresses below applies to each the same way.
+    """
+    return [] if settings.twilio.validate_signature else ["twilio"]
+
+
+# Hosts that bill per session and refuse a session without a key: OpenAI's and Azure OpenAI's.
+_KEYED_HOSTS = ("api.openai.com",)
+_KEYED_SUFFIXES = (".openai.com", ".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+_CREDENTIAL_HEADERS = {"authorization", "api-key"}
+
+
+def realtime_needs_key(realtime: RealtimeSettings) -> bool:
+    """True when ``realtime.url`` is OpenAI's or Azure's and nothing else carries a credential
+    (an ``Authorization`` or ``api-key`` extra header, or Azure's ``?api-key=`` in the URL)."""
+    parts = urlsplit(realtime.url)
+    host = (parts.hostname or "").lower()
+    if host not in _KEYED_HOSTS and not host.endswith(_KEYED_SUFFIXES):
+        return False  # the simulator, a local proxy, a test double: its own business
+    if any(name.lower() in _CREDENTIAL_HEADERS for name in realtime.extra_headers):
+        return False
+    return not any(k.lower() == "api-key" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+
+
+@dataclass(frozen=True)
+class StartupCheck:
+    """What ``serve`` (and ``check-config``, and a reload) decide about a valid configuration.
+
+    ``problems`` make it refuse to start; ``warnings`` are logged at start and shown by
+    ``/readyz``. Each message names the key, the value, what is wrong and how to fix it.
+    """
+
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_startup(settings: Settings, secrets: Secrets) -> StartupCheck:
+    """The one set of rules ``serve`` and ``check-config`` apply after the file itself is valid."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not is_loopback(settings.admin.host) and secrets.admin_token is None:
         problems.append(
             f"admin.host: value {settings.admin.host!r} is not allowed without an admin token: "
             "set BRIDGE_ADMIN_TOKEN or admin.token_file, or bind the admin port to 127.0.0.1"
@@ -678,9 +776,41 @@ def check_runtime(settings: Settings, secrets: Secrets) -> list[str]:
     if settings.twilio.validate_signature and secrets.twilio_auth_token is None:
         problems.append(
             "twilio.validate_signature: value True is not allowed without a Twilio auth token: "
-            "set TWILIO_AUTH_TOKEN or twilio.auth_token_file"
+            "set TWILIO_AUTH_TOKEN, twilio.auth_token_file or the credential twilio_auth_token "
+            "(for a test on 127.0.0.1 only, set twilio.validate_signature = false)"
         )
-    return problems
+    server = settings.server
+    unverified = unverified_carriers(settings)
+    if unverified and not is_loopback(server.host):
+        switches = ", ".join(f"{name}.validate_signature = false" for name in unverified)
+        if not server.insecure_allow_unauthenticated_calls:
+            problems.append(
+                f"server.host: value {server.host!r} is not allowed with {switches}: anyone who finds "
+                "this address could place calls that open Realtime sessions billed to you. Turn "
+                "signature checking on (twilio.validate_signature = true with TWILIO_AUTH_TOKEN), or "
+                "bind server.host to 127.0.0.1, or accept the risk with "
+                "server.insecure_allow_unauthenticated_calls = true"
+            )
+        else:
+            warnings.append(
+                f"server.insecure_allow_unauthenticated_calls: value True: server.host {server.host!r} "
+                f"takes calls without checking who sent them ({switches}); anyone who finds this "
+                "address can open Realtime sessions billed to you"
+            )
+    if realtime_needs_key(settings.realtime) and secrets.openai_api_key is None:
+        problems.append(
+            f"realtime.url: value {_mask_query(settings.realtime.url)!r} needs an API key and none is "
+            "set: set OPENAI_API_KEY, realtime.api_key_file or the credential openai_api_key "
+            "(Azure: an api-key header in realtime.extra_headers)"
+        )
+    return StartupCheck(tuple(problems), tuple(warnings))
+
+
+def format_startup_problems(check: StartupCheck) -> str:
+    """The text ``check-config`` prints and ``serve`` logs when it refuses to start."""
+    lines = [f"refusing to start ({len(check.problems)} problem(s)):"]
+    lines.extend(f"  {p}" for p in check.problems)
+    return "\n".join(lines)
 
 
 _SECRET_QUERY_NAMES = {"api-key", "api_key", "apikey", "key", "token", "access_token", "sig", "signature"}

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import platform
 
 # The directory must exist before prometheus_client opens its first file (metrics without labels
 # open theirs when they are created, that is when this module is imported).
@@ -59,6 +60,9 @@ from prometheus_client import (  # noqa: E402  (the directory has to exist first
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4  # noqa: E402
 from prometheus_client.metrics import MetricWrapperBase  # noqa: E402
 
+from bridge import __version__  # noqa: E402
+from bridge.vocabulary import Direction, EndReason, TokenKind  # noqa: E402
+
 __all__ = [
     "ALL_METRICS",
     "AUDIO_ERROR_KINDS",
@@ -66,12 +70,14 @@ __all__ = [
     "DIRECTIONS",
     "OUTCOMES",
     "PROTOCOL_ERROR_SOURCES",
+    "REFUSALS",
     "TOKEN_KINDS",
     "admin_requests_total",
     "audio_bytes_total",
     "audio_errors_total",
     "barge_in_reaction_seconds",
     "barge_ins_total",
+    "build_info",
     "call_cost_per_minute_usd",
     "call_duration_seconds",
     "calls_active",
@@ -84,14 +90,17 @@ __all__ = [
     "mcp_events_total",
     "metric_types",
     "model_errors_total",
+    "model_races_total",
     "multiprocess_enabled",
     "prepare_multiprocess_dir",
     "protocol_errors_total",
+    "refused_total",
     "render_latest",
     "response_latency_seconds",
     "tokens_total",
     "tool_calls_total",
     "tool_duration_seconds",
+    "transcription_audio_seconds_total",
     "turns_total",
     "upstream_connect_seconds",
     "worker_restarts_total",
@@ -102,35 +111,25 @@ __all__ = [
 # Label values. Known sets are pre-initialised to 0 below so that rate() and absent-series
 # alerts work from the first scrape.
 
-#: ``outcome`` of ``bridge_calls_ended_total``: why a call ended.
-OUTCOMES: tuple[str, ...] = (
-    "caller_hangup",
-    "model_error",
-    "operator",
-    "timeout",
-    "worker_lost",
-    "drain",
-    "bridge_error",
-    "protocol_error",
-    "rejected",
-)
+#: ``outcome`` of ``bridge_calls_ended_total``: why a call ended, exactly the end reasons of the
+#: records. A call refused before it started is not an ended call: see ``bridge_refused_total``.
+OUTCOMES: tuple[str, ...] = tuple(reason.value for reason in EndReason)
 #: ``direction`` of frame and byte counters.
-DIRECTIONS: tuple[str, ...] = ("to_model", "to_carrier")
+DIRECTIONS: tuple[str, ...] = tuple(direction.value for direction in Direction)
 #: ``kind`` of ``bridge_audio_errors_total``.
 AUDIO_ERROR_KINDS: tuple[str, ...] = ("base64", "odd_length", "empty", "too_large", "format")
-#: ``source`` of ``bridge_protocol_errors_total``.
-PROTOCOL_ERROR_SOURCES: tuple[str, ...] = ("carrier", "model", "http")
-#: ``kind`` of ``bridge_tokens_total``.
-TOKEN_KINDS: tuple[str, ...] = (
-    "text_in",
-    "cached_text_in",
-    "audio_in",
-    "cached_audio_in",
-    "text_out",
-    "audio_out",
-    "transcription_in",
-    "transcription_out",
-)
+#: ``source`` of ``bridge_protocol_errors_total`` (refused HTTP requests are ``bridge_refused_total``).
+PROTOCOL_ERROR_SOURCES: tuple[str, ...] = ("carrier", "model")
+#: ``kind`` of ``bridge_tokens_total``: the meter's token kinds. Transcription billed by duration
+#: is not tokens; it is ``bridge_transcription_audio_seconds_total``.
+TOKEN_KINDS: tuple[str, ...] = tuple(k.value for k in TokenKind if k is not TokenKind.TRANSCRIPTION_AUDIO_MS)
+#: ``route`` → the ``reason`` values of ``bridge_refused_total`` that can occur there. ``other`` is
+#: any other path, or a request whose head never arrived whole.
+REFUSALS: dict[str, tuple[str, ...]] = {
+    "twiml": ("method_not_allowed", "body_timeout", "body_too_large", "bad_signature", "at_capacity", "draining"),
+    "media": ("bad_request", "head_timeout", "bad_signature", "at_capacity", "draining"),
+    "other": ("head_timeout", "head_too_large", "bad_request", "too_many_pending", "not_found"),
+}
 #: ``part`` of ``bridge_cost_usd_total``.
 COST_PARTS: tuple[str, ...] = ("model", "transcription", "carrier")
 
@@ -150,6 +149,12 @@ calls_ended_total: Counter = Counter(
     "bridge_calls_ended_total",
     "Calls finished, by end reason.",
     ["outcome"],
+)
+refused_total: Counter = Counter(
+    "bridge_refused_total",
+    "Requests and calls refused on the public port before a call started, by route (twiml, media, "
+    "other) and reason; an overflow answer on /twiml counts as twiml at_capacity.",
+    ["route", "reason"],
 )
 call_duration_seconds: Histogram = Histogram(
     "bridge_call_duration_seconds",
@@ -207,7 +212,13 @@ barge_in_reaction_seconds: Histogram = Histogram(
 )
 model_errors_total: Counter = Counter(
     "bridge_model_errors_total",
-    "Error events received from the Realtime API, by error code.",
+    "Error events received from the Realtime API, by error code (harmless races excluded).",
+    ["code"],
+)
+model_races_total: Counter = Counter(
+    "bridge_model_races_total",
+    "Harmless error events from the Realtime API, by code: a request that lost a race it could not "
+    "avoid (response_cancel_not_active after a barge-in, for example).",
     ["code"],
 )
 
@@ -218,6 +229,11 @@ tokens_total: Counter = Counter(
     "bridge_tokens_total",
     "Tokens used, by model and kind.",
     ["model", "kind"],
+)
+transcription_audio_seconds_total: Counter = Counter(
+    "bridge_transcription_audio_seconds_total",
+    "Caller audio sent to duration-billed transcription models, in seconds.",
+    ["model"],
 )
 cost_usd_total: Counter = Counter(
     "bridge_cost_usd_total",
@@ -281,12 +297,19 @@ admin_requests_total: Counter = Counter(
     "Admin port requests, by route template and HTTP status.",
     ["path", "status"],
 )
+build_info: Gauge = Gauge(
+    "bridge_build_info",
+    "Always 1; the labels say which bridge version and Python run.",
+    ["version", "python"],
+    multiprocess_mode="max",
+)
 
 #: Every metric defined here, in definition order.
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     calls_active,
     calls_started_total,
     calls_ended_total,
+    refused_total,
     call_duration_seconds,
     frames_total,
     audio_bytes_total,
@@ -297,7 +320,9 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     barge_ins_total,
     barge_in_reaction_seconds,
     model_errors_total,
+    model_races_total,
     tokens_total,
+    transcription_audio_seconds_total,
     cost_usd_total,
     call_cost_per_minute_usd,
     dtmf_total,
@@ -310,6 +335,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     workers_alive,
     worker_restarts_total,
     admin_requests_total,
+    build_info,
 )
 
 
@@ -323,6 +349,10 @@ def _preinitialise() -> None:
         audio_errors_total.labels(kind=kind)
     for outcome in ("delivered", "retried", "failed"):
         webhook_deliveries_total.labels(outcome=outcome)
+    for route, reasons in REFUSALS.items():
+        for reason in reasons:
+            refused_total.labels(route=route, reason=reason)
+    build_info.labels(version=__version__, python=platform.python_version()).set(1)
 
 
 _preinitialise()

@@ -17,7 +17,7 @@ from typing import Any
 from .meter import TOKEN_KINDS
 from .records import SCALAR_FIELDS, CallRecord, CallStatus
 
-__all__ = ["CSV_COLUMNS", "format_csv", "format_jsonl", "format_table", "parse_time", "totals"]
+__all__ = ["CSV_COLUMNS", "format_csv", "format_jsonl", "format_table", "iso_utc", "parse_time", "totals"]
 
 # The CSV has every scalar field, then one column per token kind, so a spreadsheet can see where
 # the money goes without parsing JSON.
@@ -114,6 +114,30 @@ def format_table(records: Sequence[CallRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Columns written in a form a spreadsheet and a person both read right: times as ISO-8601 UTC
+# with milliseconds, money to the micro-dollar (the per-token prices' precision), durations to
+# the millisecond; never a float's noise such as 0.011491999999999999.
+_TIME_COLUMNS = frozenset({"started_at", "ended_at", "updated_at"})
+_MONEY_COLUMNS = frozenset(c for c in SCALAR_FIELDS if c.startswith("cost_"))
+
+
+def iso_utc(ts: float) -> str:
+    """``2026-11-18T11:06:40.000Z``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _csv_cell(column: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if column in _TIME_COLUMNS:
+        return iso_utc(value)
+    if column in _MONEY_COLUMNS:
+        return f"{value:.6f}"
+    if column == "duration_s":
+        return f"{value:.3f}"
+    return value
+
+
 def format_csv(records: Sequence[CallRecord]) -> str:
     """A header row, then one row per call: every scalar field and the token counts. Unknown
     (None) values are empty cells."""
@@ -122,9 +146,9 @@ def format_csv(records: Sequence[CallRecord]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in records:
         data = r.to_dict()
-        row: list[Any] = [data[c] for c in SCALAR_FIELDS]
+        row: list[Any] = [_csv_cell(c, data[c]) for c in SCALAR_FIELDS]
         row += [r.tokens.get(k, 0) for k in TOKEN_KINDS]
-        writer.writerow(["" if v is None else v for v in row])
+        writer.writerow(row)
     return buf.getvalue()
 
 

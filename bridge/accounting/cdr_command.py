@@ -29,7 +29,6 @@ def run_cdr(settings: Settings, args: argparse.Namespace) -> int:
             since=since, until=until, profile=args.profile, end_reason=args.end_reason, limit=args.limit
         )
     fmt = {"table": format_table, "csv": format_csv, "jsonl": format_jsonl}[args.format]
-    sys.stdout.write(fmt(records))
-    if not fmt(records).endswith("\n"):
-        sys.stdout.write("\n")
+    text = fmt(records)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0

@@ -32,6 +32,7 @@ from bridge.carrier.base import (
     Start,
     Stop,
 )
+from bridge.carrier.twilio_signature import signature_valid
 from bridge.config import Secrets, Settings
 from bridge.httpmsg import HttpRequest
 
@@ -203,14 +204,14 @@ class Twilio:
         if not self._verify:
             return True
         assert self._token is not None
-        params = dict(request.form) if request.method == "POST" else {}
-        return twiml.signature_valid(self._token, request.url, params, request.headers.get("x-twilio-signature"))
+        params = list(request.form) if request.method == "POST" else []
+        return signature_valid(self._token, request.url, params, request.headers.get("x-twilio-signature"))
 
     def verify_upgrade(self, request: InboundRequest) -> bool:
         if not self._verify:
             return True
         assert self._token is not None
-        return twiml.signature_valid(self._token, request.url, {}, request.headers.get("x-twilio-signature"))
+        return signature_valid(self._token, request.url, [], request.headers.get("x-twilio-signature"))
 
     @property
     def can_transfer(self) -> bool:

@@ -1,22 +1,23 @@
-"""TwiML for the voice webhook and Twilio's request signature. Pure.
+"""TwiML for the voice webhook. Pure.
 
 ``/twiml`` answers Twilio's voice webhook with ``<Connect><Stream>`` pointing back at our
 ``/media`` WebSocket. Profile routing happens here: the webhook carries ``To``/``From``, the
-media stream does not, so the chosen profile travels as a ``<Parameter>``.
+media stream does not, so the chosen profile travels as a ``<Parameter>``. When every worker is
+full the answer is an overflow document instead: ``<Say>`` then ``<Hangup/>``, or ``<Redirect>``
+to another number's TwiML (https://www.twilio.com/docs/voice/twiml). The request signature is in
+:mod:`bridge.carrier.twilio_signature`.
 """
 
 from __future__ import annotations
 
-import base64
 import fnmatch
-import hashlib
-import hmac
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
 
 # Twilio: "The combined length of each <Parameter> name and value must be under 500 characters."
 MAX_PARAMETER_LENGTH = 499
+_XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
 
 
 def media_url(public_url: str | None, host_header: str | None, path: str = "/media") -> str:
@@ -55,8 +56,7 @@ def connect_stream(url: str, parameters: Mapping[str, str]) -> str:
             value = value[: max(0, MAX_PARAMETER_LENGTH - len(name))]
         params.append(f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>")
     return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Connect><Stream url={quoteattr(url)}>{''.join(params)}</Stream></Connect></Response>"
+        f"{_XML_HEAD}<Response><Connect><Stream url={quoteattr(url)}>{''.join(params)}</Stream></Connect></Response>"
     )
 
 
@@ -71,32 +71,11 @@ def dial(destination: str) -> str:
     return f"<Response><Dial>{noun}</Dial></Response>"
 
 
-def compute_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """Twilio's X-Twilio-Signature: HMAC-SHA1 over the URL plus sorted name+value pairs."""
-    payload = url + "".join(name + params[name] for name in sorted(params))
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
+def say_and_hang_up(message: str) -> str:
+    """``<Say>message</Say><Hangup/>``: what a caller hears when no worker can take the call."""
+    return f"{_XML_HEAD}<Response><Say>{escape(message)}</Say><Hangup/></Response>"
 
 
-def _port_variants(url: str) -> list[str]:
-    # Twilio drops the port for https but keeps it for http; accept both spellings.
-    parts = urlsplit(url)
-    default = {"https": 443, "wss": 443, "http": 80, "ws": 80}.get(parts.scheme)
-    host = parts.hostname or ""
-    out = [url]
-    if parts.port is None and default is not None:
-        out.append(urlunsplit((parts.scheme, f"{host}:{default}", parts.path, parts.query, "")))
-    elif parts.port is not None:
-        out.append(urlunsplit((parts.scheme, host, parts.path, parts.query, "")))
-    return out
-
-
-def signature_valid(auth_token: str, url: str, params: Mapping[str, str], signature: str | None) -> bool:
-    if not signature:
-        return False
-    candidates = []
-    for u in _port_variants(url):
-        candidates.extend([u, u + "/"] if not u.endswith("/") else [u])
-    return any(
-        hmac.compare_digest(compute_signature(auth_token, u, params), signature) for u in candidates
-    )
+def redirect(url: str) -> str:
+    """``<Redirect method="POST">url</Redirect>``: Twilio fetches that URL's TwiML instead."""
+    return f'{_XML_HEAD}<Response><Redirect method="POST">{escape(url)}</Redirect></Response>'

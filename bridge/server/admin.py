@@ -18,7 +18,7 @@ import trio
 
 from bridge import metrics
 from bridge.call.runner import WorkerContext
-from bridge.config import Secrets, Settings
+from bridge.config import Secrets, Settings, check_startup
 from bridge.server.http import BadRequest, Request, read_request, send_response
 from bridge.vocabulary import EndReason
 
@@ -86,6 +86,7 @@ class AdminApp:
         render_metrics: Callable[[], tuple[bytes, str]] | None = None,
     ) -> None:
         self.settings = settings
+        self.secrets = secrets
         self.sessions = sessions
         self.ready = ready
         self.token = secrets.admin_token.get_secret_value() if (secrets.admin_token and require_token) else None
@@ -129,7 +130,12 @@ class AdminApp:
             return 200, b'{"status":"ok"}', JSON, None
         if path == "/readyz":
             ok = self.ready()
-            return (200 if ok else 503), json.dumps({"ready": ok}).encode(), JSON, None
+            readiness: dict[str, Any] = {"ready": ok}
+            # Ready, but open to anyone: say so where health checks and operators look.
+            warnings = check_startup(self.settings, self.secrets).warnings
+            if warnings:
+                readiness["warnings"] = list(warnings)
+            return (200 if ok else 503), json.dumps(readiness).encode(), JSON, None
         if path == "/metrics":
             body, ctype = await trio.to_thread.run_sync(self.render_metrics)
             return 200, body, ctype, None

@@ -20,7 +20,7 @@ from bridge.accounting.store import OutboxEvent, RecordStore
 from bridge.call import readout
 from bridge.call.core import Note
 from bridge.call.runner import CallRunner
-from bridge.vocabulary import NoteKind
+from bridge.vocabulary import EndReason, NoteKind, TokenKind
 
 log = structlog.get_logger("bridge.hooks")
 
@@ -32,7 +32,15 @@ class _Flushed:
     bytes_in: int = 0
     bytes_out: int = 0
     tokens: dict[str, int] = field(default_factory=dict)
+    transcription_s: float = 0.0
     cost: dict[str, float] = field(default_factory=dict)  # part -> USD already counted
+
+
+def outcome(end_reason: str | None) -> str:
+    """The ``outcome`` label of an ended call: its end reason, or bridge_error for none (a bug)."""
+    if end_reason is not None and end_reason in EndReason.__members__.values():
+        return EndReason(end_reason).value
+    return EndReason.BRIDGE_ERROR.value
 
 
 class WorkerHooks:
@@ -53,13 +61,17 @@ class WorkerHooks:
         f = note.fields
         kind = note.kind
         if kind is NoteKind.CARRIER_ERROR:
-            metrics.protocol_errors_total.labels(source="carrier", kind=f.get("kind", "unknown")).inc()
+            # Every kind the core names, e.g. bad_json, media_before_start, message_too_big.
+            metrics.protocol_errors_total.labels(source="carrier", kind=str(f.get("kind", "unknown"))[:64]).inc()
         elif kind is NoteKind.MODEL_PROTOCOL_ERROR:
             metrics.protocol_errors_total.labels(source="model", kind="malformed_event").inc()
         elif kind is NoteKind.AUDIO_ERROR:
             metrics.audio_errors_total.labels(kind=f.get("kind", "unknown")).inc()
         elif kind is NoteKind.MODEL_ERROR:
-            metrics.model_errors_total.labels(code=str(f.get("code", "unknown"))[:64]).inc()
+            # A harmless race (the core marks it) is not a model failure: counted apart, so the
+            # dashboard's error panel shows only errors someone should look at.
+            counter = metrics.model_races_total if f.get("benign") else metrics.model_errors_total
+            counter.labels(code=str(f.get("code", "unknown"))[:64]).inc()
         elif kind is NoteKind.BARGE_IN:
             metrics.barge_ins_total.inc()
         elif kind is NoteKind.RESPONSE_LATENCY:
@@ -86,7 +98,7 @@ class WorkerHooks:
         self.flush(call)
         core = call.core
         metrics.calls_active.dec()
-        metrics.calls_ended_total.labels(outcome=core.end_reason or "bridge_error").inc()
+        metrics.calls_ended_total.labels(outcome=outcome(core.end_reason)).inc()
         duration = trio.current_time() - core.started_at
         metrics.call_duration_seconds.observe(duration)
         if core.meter is not None:
@@ -119,10 +131,16 @@ class WorkerHooks:
             return
         model = meter.model
         for kind, value in meter.tokens().items():
+            if kind == TokenKind.TRANSCRIPTION_AUDIO_MS:
+                continue  # a duration, not tokens: counted in seconds below
             delta = value - last.tokens.get(kind, 0)
             if delta > 0:
                 metrics.tokens_total.labels(model=model, kind=kind).inc(delta)
                 last.tokens[kind] = value
+        heard = meter.transcription_seconds - last.transcription_s
+        if heard > 0:
+            metrics.transcription_audio_seconds_total.labels(model=meter.transcription_model or "unknown").inc(heard)
+            last.transcription_s = meter.transcription_seconds
         cost = meter.cost(trio.current_time() - call.core.started_at)
         parts: tuple[tuple[str, float | None], ...] = (
             ("model", cost.model_usd),

@@ -1,9 +1,15 @@
 """A minimal HTTP/1.1 layer on h11 for the few plain requests bridge answers.
 
-trio-websocket cannot answer plain HTTP (reference libraries.md §1), and a carrier is
-configured with one base URL, so the public port reads each request head itself: upgrades go
-to trio-websocket with the bytes already read, everything else is answered here. One request
-per connection (``Connection: close``): webhooks and scrapes are rare, and it keeps this small.
+trio-websocket cannot answer plain HTTP (its handshake rejects a request without ``Upgrade``),
+and a carrier is configured with one base URL, so the public port reads each request head itself:
+upgrades go to trio-websocket with the bytes already read, everything else is answered here. One
+request per connection (``Connection: close``): webhooks and scrapes are rare, and it keeps this
+small.
+
+Bad traffic is bounded here: the head must arrive whole within :attr:`Limits.head_timeout_s`
+(a total deadline, so a client sending one byte a second is cut off at it, not kept alive by
+each byte) and within :attr:`Limits.max_head_bytes` (h11's own ``max_incomplete_event_size``,
+which fails with status hint 431). Each refusal carries a ``kind`` for the metrics.
 """
 
 from __future__ import annotations
@@ -20,11 +26,27 @@ MAX_BODY_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 10.0
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How long and how large a request head (and a body) may be."""
+
+    head_timeout_s: float = HEAD_TIMEOUT_S
+    max_head_bytes: int = MAX_HEAD_BYTES
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+DEFAULT_LIMITS = Limits()
+
+
 class BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    """A request refused before it was understood; ``kind`` labels the refusal metric:
+    ``head_timeout``, ``head_too_large``, ``bad_request``, ``body_timeout`` or ``body_too_large``."""
+
+    def __init__(self, status: int, reason: str, kind: str = "bad_request") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass
@@ -49,6 +71,20 @@ class Request:
             "websocket" in self.headers.get("upgrade", "").lower()
             and "upgrade" in self.headers.get("connection", "").lower()
         )
+
+    def handshake_problem(self) -> str | None:
+        """Why this upgrade cannot become a WebSocket (RFC 6455 section 4.2.1), or None.
+
+        wsproto answers such a request with a 400 itself but then never hands the handshake over,
+        so it is checked here first and refused at once instead of at the time limit.
+        """
+        if self.method != "GET":
+            return "a WebSocket upgrade must be a GET"
+        if self.headers.get("sec-websocket-version", "").strip() != "13":
+            return "Sec-WebSocket-Version must be 13"
+        if not self.headers.get("sec-websocket-key", "").strip():
+            return "Sec-WebSocket-Key is missing"
+        return None
 
 
 class PrefixedStream(trio.abc.Stream):
@@ -83,6 +119,8 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream, raw: bytear
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:  # h11's max_incomplete_event_size was passed
+                raise BadRequest(431, f"{where} too large", "head_too_large") from None
             raise BadRequest(400, f"malformed {where}: {exc}") from None
         if event is not h11.NEED_DATA:
             return event
@@ -93,11 +131,11 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream, raw: bytear
         conn.receive_data(data)
 
 
-async def read_request(stream: trio.abc.Stream) -> Request:
+async def read_request(stream: trio.abc.Stream, limits: Limits = DEFAULT_LIMITS) -> Request:
     """Read one request head; raises BadRequest on garbage, size or time limits."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
     raw = bytearray()
-    with trio.move_on_after(HEAD_TIMEOUT_S):
+    with trio.move_on_after(limits.head_timeout_s):
         event = await _next_event(conn, stream, raw, "request head")
         if not isinstance(event, h11.Request):
             raise BadRequest(400, "unexpected HTTP event")
@@ -109,25 +147,25 @@ async def read_request(stream: trio.abc.Stream) -> Request:
         req = Request(event.method.decode(), event.target.decode("latin-1"), headers, bytes(raw))
         req._h11 = conn  # type: ignore[attr-defined]
         return req
-    raise BadRequest(408, "request head not received in time")
+    raise BadRequest(408, "request head not received in time", "head_timeout")
 
 
-async def read_body(stream: trio.abc.Stream, request: Request) -> bytes:
+async def read_body(stream: trio.abc.Stream, request: Request, limits: Limits = DEFAULT_LIMITS) -> bytes:
     conn: h11.Connection = request._h11  # type: ignore[attr-defined]
     body = bytearray()
-    with trio.move_on_after(HEAD_TIMEOUT_S):
+    with trio.move_on_after(limits.head_timeout_s):
         while True:
             event = await _next_event(conn, stream, bytearray(), "body")
             if isinstance(event, h11.Data):
                 body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    raise BadRequest(413, "request body too large")
+                if len(body) > limits.max_body_bytes:
+                    raise BadRequest(413, "request body too large", "body_too_large")
             elif isinstance(event, h11.EndOfMessage):
                 request.body = bytes(body)
                 return request.body
             else:
                 raise BadRequest(400, "unexpected HTTP event in body")
-    raise BadRequest(408, "request body not received in time")
+    raise BadRequest(408, "request body not received in time", "body_timeout")
 
 
 _REASONS = {
@@ -140,6 +178,7 @@ _REASONS = {
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Payload Too Large",
+    431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
 }

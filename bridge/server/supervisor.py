@@ -46,8 +46,18 @@ import structlog
 import trio
 
 from bridge import log as bridge_log
-from bridge.config import ConfigError, Secrets, Settings, check_runtime, config_path, load_secrets, load_settings
+from bridge.config import (
+    ConfigError,
+    Secrets,
+    Settings,
+    check_startup,
+    config_path,
+    format_startup_problems,
+    load_secrets,
+    load_settings,
+)
 from bridge.server.control import JSONObject, LineChannel, WorkerLink, WorkerUnavailable
+from bridge.server.occupancy import CLOSED, SharedOccupancy
 from bridge.server.sdnotify import SdNotifier
 
 if TYPE_CHECKING:
@@ -201,6 +211,8 @@ class Supervisor:
     notifier: SdNotifier
     public_address: str
     render_metrics: Callable[[], tuple[bytes, str]]
+    occupancy: SharedOccupancy | None = None
+    listen_mode: ListenMode = "shared"
     stopping: bool = False
     exit_code: int = EXIT_OK
     announced: bool = False
@@ -295,6 +307,8 @@ class Supervisor:
             "--control-fd",
             str(control_fd),
         ]
+        if self.occupancy is not None:
+            cmd += ["--occupancy", str(self.occupancy.path), "--listen-mode", self.listen_mode]
         if self.config_file is not None:
             cmd += ["--config", str(self.config_file)]
         return cmd
@@ -364,6 +378,8 @@ class Supervisor:
 
         if pid is not None:
             metrics.mark_worker_dead(pid)
+        if self.occupancy is not None:
+            self.occupancy.set(slot.id, CLOSED)  # its calls are gone; a replacement reopens the slot
         self._set_alive_gauge()
         # Before any replacement starts: its fresh calls are newer than died_at and stay live.
         try:
@@ -496,9 +512,9 @@ class Supervisor:
         try:
             settings = await trio.to_thread.run_sync(load_settings, self.config_file)
             secrets = load_secrets(settings)
-            problems = check_runtime(settings, secrets)
-            if problems:
-                raise ConfigError("; ".join(problems))
+            check = check_startup(settings, secrets)
+            if not check.ok:
+                raise ConfigError(format_startup_problems(check))
         except ConfigError as exc:
             # Nothing is forwarded: the workers would fail the same way.
             log.error("reload_failed", error=str(exc))
@@ -517,6 +533,7 @@ class Supervisor:
         self.settings = settings
         if self.admin is not None:
             self.admin.settings = settings
+            self.admin.secrets = secrets
             # A new token replaces the old one; a removed token does not switch auth off while the
             # admin port is still bound where the old configuration put it.
             if secrets.admin_token is not None:
@@ -586,12 +603,14 @@ def serve(
     except ConfigError as exc:
         log.error("config_error", error=str(exc))
         return EXIT_CONFIG
-    problems = check_runtime(settings, secrets)
-    if problems:
-        for problem in problems:
+    check = check_startup(settings, secrets)  # the same rules `bridge check-config` applies
+    if not check.ok:
+        for problem in check.problems:
             log.error("config_error", error=problem)
-        notifier.status("refusing to start: " + "; ".join(problems))
+        notifier.status(format_startup_problems(check).replace("\n", " "))
         return EXIT_CONFIG
+    for warning in check.warnings:
+        log.warning("insecure_configuration", warning=warning)
 
     metrics_dir, temporary = choose_metrics_dir(settings)
     already = sys.modules.get("bridge.metrics")
@@ -600,6 +619,9 @@ def serve(
     os.makedirs(metrics_dir, exist_ok=True)
     # Before bridge.metrics (prometheus_client) is first imported here, and inherited by workers.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Every process of the service takes this lock around each log line (see bridge.log).
+    os.environ[bridge_log.LOCK_FILE_ENV] = os.path.join(metrics_dir, "log.lock")
+    bridge_log.setup(settings.log.level, settings.log.format)
     from bridge import metrics
     from bridge.accounting.store import SqliteRecordStore
 
@@ -610,6 +632,8 @@ def serve(
     count = worker_count(settings)
     sockets: list[socket.socket] = []
     store = SqliteRecordStore(settings.records.path)
+    # Every worker's live calls, for admission across workers (see bridge.server.occupancy).
+    occupancy = SharedOccupancy(Path(metrics_dir) / "occupancy", create_slots=count)
     try:
         try:
             store.open()
@@ -642,6 +666,8 @@ def serve(
             notifier=notifier,
             public_address=f"{host}:{port}",
             render_metrics=_render_from(metrics_dir),
+            occupancy=occupancy,
+            listen_mode=listen_mode,
         )
         log.info("listening", public=f"{host}:{port}", admin=str(admin_socket.getsockname()[:2]), mode=listen_mode)
         return trio.run(supervisor.run)
@@ -649,6 +675,7 @@ def serve(
         for sock in {id(s): s for s in sockets}.values():
             sock.close()
         store.close()
+        occupancy.close()
         if temporary:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -13,11 +13,15 @@ import trio
 from bridge.call.runner import WorkerContext
 from bridge.outbound import Outbound
 from bridge.server.frontdoor import FrontDoor
+from bridge.server.occupancy import Occupancy
 from bridge.vocabulary import EndReason
 
 log = structlog.get_logger("bridge.worker")
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+# How often a worker that stepped back from the shared socket looks at the others' counts again.
+ACCEPT_RECHECK_S = 0.05
 
 
 def make_listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024) -> socket.socket:
@@ -39,11 +43,50 @@ def trio_listener(sock: socket.socket) -> trio.SocketListener:
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
-async def _accept_loop(listener: trio.SocketListener, handler: Handler, nursery: trio.Nursery) -> None:
+class AcceptGate:
+    """Whether this worker takes the next connection from a listening socket it shares.
+
+    Every worker ``accept()``s from the one shared queue, so the first to ask gets the next
+    connection. A full worker that kept asking would take calls it can only refuse while another
+    worker has room; so it stops asking until it has room again, or until nobody has (then it
+    answers them: the overflow document or a 503). ``takes_new_connections`` is that decision;
+    ``changed`` is called when this worker's own count changes, to stop an accept in progress.
+    """
+
+    def __init__(self, takes_new_connections: Callable[[], bool], has_room: Callable[[], bool]) -> None:
+        self.takes_new_connections = takes_new_connections
+        self.has_room = has_room
+        self._waiting: trio.CancelScope | None = None
+
+    def changed(self) -> None:
+        if self._waiting is not None and not self.has_room():
+            self._waiting.cancel()
+
+    async def accept(self, listener: trio.SocketListener) -> trio.SocketStream | None:
+        """The next connection, or None when it is time to decide again."""
+        if not self.takes_new_connections():
+            await trio.sleep(ACCEPT_RECHECK_S)
+            return None
+        with trio.CancelScope() as scope:
+            if not self.has_room():
+                # Every worker is full: answer connections, but look again soon, as another
+                # worker's calls may end (there is no notice from other processes).
+                scope.deadline = trio.current_time() + ACCEPT_RECHECK_S
+            self._waiting = scope
+            try:
+                return await listener.accept()
+            finally:
+                self._waiting = None
+        return None
+
+
+async def _accept_loop(
+    listener: trio.SocketListener, handler: Handler, nursery: trio.Nursery, gate: AcceptGate | None = None
+) -> None:
     """Like trio.serve_listeners, but a handler can never crash the loop."""
     while True:
         try:
-            stream = await listener.accept()
+            stream = await listener.accept() if gate is None else await gate.accept(listener)
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
                 log.error("accept_failed", error=repr(exc))
@@ -52,7 +95,8 @@ async def _accept_loop(listener: trio.SocketListener, handler: Handler, nursery:
             raise
         except trio.ClosedResourceError:
             return
-        nursery.start_soon(handler, stream)
+        if stream is not None:
+            nursery.start_soon(handler, stream)
 
 
 async def serve_listeners(
@@ -60,6 +104,7 @@ async def serve_listeners(
     listeners: Sequence[trio.SocketListener],
     connections: trio.Nursery,
     *,
+    gate: AcceptGate | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on every listener until cancelled; connection tasks live in ``connections``.
@@ -68,7 +113,7 @@ async def serve_listeners(
     """
     async with trio.open_nursery() as accept_nursery:
         for listener in listeners:
-            accept_nursery.start_soon(_accept_loop, listener, handler, connections)
+            accept_nursery.start_soon(_accept_loop, listener, handler, connections, gate)
         task_status.started()
     # (never reached until cancelled)
 
@@ -79,22 +124,33 @@ async def run_worker(
     *,
     extra: Sequence[tuple[Handler, Sequence[trio.SocketListener]]] = (),
     stop: trio.Event | None = None,
+    occupancy: Occupancy | None = None,
+    shared_listener: bool = True,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set, then drain: refuse new calls, wait for live ones up to
-    ``server.drain_timeout_s``, end the rest cleanly (their records say ``drain``)."""
-    door = FrontDoor(ctx)
+    ``server.drain_timeout_s``, end the rest cleanly (their records say ``drain``).
+
+    ``occupancy`` is the service's view of every worker's live calls (one slot per worker, this
+    one's is ``ctx.worker_id``); alone, a worker keeps a view of its own. ``shared_listener``
+    says the public socket is shared with other workers, so a full worker steps back from it.
+    """
+    door = FrontDoor(ctx, occupancy)
+    gate = AcceptGate(door.takes_new_connections, door.has_room) if shared_listener else None
+    if gate is not None:
+        door.on_change = gate.changed
     stop = trio.Event() if stop is None else stop
     secret = ctx.secrets.tools_secret
     async with Outbound(secret.get_secret_value() if secret else None) as outbound, trio.open_nursery() as connections:
         ctx.outbound = outbound
         async with trio.open_nursery() as acceptors:
-            await acceptors.start(partial(serve_listeners, door.handle, public, connections))
+            await acceptors.start(partial(serve_listeners, door.handle, public, connections, gate=gate))
             for handler, listeners in extra:
                 await acceptors.start(partial(serve_listeners, handler, listeners, connections))
             task_status.started()
             await stop.wait()
             ctx.draining = True
+            door.publish()  # other workers now see this one as closed to new calls
             log.info("draining", live_calls=len(ctx.calls))
             # Stop accepting on the public port only after refusals are in place; the admin
             # listeners keep serving /readyz (false) and /sessions during the drain.

@@ -33,10 +33,11 @@ import trio
 from bridge import log as bridge_log
 from bridge.accounting.store import SqliteRecordStore
 from bridge.call.runner import WorkerContext
-from bridge.config import ConfigError, Settings, check_runtime, load_secrets, load_settings
+from bridge.config import ConfigError, Settings, check_startup, format_startup_problems, load_secrets, load_settings
 from bridge.server.admin import LocalSessions
 from bridge.server.control import ChannelClosed, JSONObject, LineChannel
 from bridge.server.hooks import WorkerHooks
+from bridge.server.occupancy import CLOSED, MemoryOccupancy, Occupancy, SharedOccupancy
 from bridge.server.worker import run_worker, trio_listener
 from bridge.vocabulary import EndReason
 
@@ -75,8 +76,12 @@ class WorkerProcess:
         listener: socket.socket,
         control: socket.socket,
         config_file: Path | None,
+        occupancy: Occupancy | None = None,
+        shared_listener: bool = True,
     ) -> None:
         self.ctx = ctx
+        self.occupancy = occupancy
+        self.shared_listener = shared_listener
         self.listener = listener
         self.control_sock = control
         self.config_file = config_file
@@ -95,7 +100,16 @@ class WorkerProcess:
                 nursery.start_soon(self._signals, signals)
                 nursery.start_soon(self._control)
                 async with trio.open_nursery() as serving:
-                    await serving.start(partial(run_worker, self.ctx, [trio_listener(self.listener)], stop=self.stop))
+                    await serving.start(
+                        partial(
+                            run_worker,
+                            self.ctx,
+                            [trio_listener(self.listener)],
+                            stop=self.stop,
+                            occupancy=self.occupancy,
+                            shared_listener=self.shared_listener,
+                        )
+                    )
                     log.info("worker_listening", pid=os.getpid())
                     await self._event({"event": "ready", "pid": os.getpid()})
                 # run_worker returned: the drain is over and every call has been finalised.
@@ -142,10 +156,10 @@ class WorkerProcess:
             log.error("reload_failed", error=str(exc))
             await self._event({"event": "reload_failed", "error": str(exc)})
             return
-        problems = check_runtime(settings, secrets)
-        if problems:
-            log.error("reload_failed", problems=problems)
-            await self._event({"event": "reload_failed", "error": "; ".join(problems)})
+        check = check_startup(settings, secrets)
+        if not check.ok:
+            log.error("reload_failed", problems=list(check.problems))
+            await self._event({"event": "reload_failed", "error": format_startup_problems(check)})
             return
         needs_restart = restart_only_changes(self.ctx.settings, settings)
         # Live calls keep the settings their CallCore captured at start; only new calls see these.
@@ -203,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen-fd", type=int, required=True)
     p.add_argument("--control-fd", type=int, required=True)
     p.add_argument("--config", help="configuration file (the environment applies as well)")
+    p.add_argument("--occupancy", help="the service's live-call counts, one slot per worker (made by serve)")
+    p.add_argument("--listen-mode", choices=["shared", "reuseport"], default="shared")
     return p
 
 
@@ -225,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         control = socket.socket(fileno=args.control_fd)
         store = SqliteRecordStore(settings.records.path)
         store.open()
+        occupancy: Occupancy = (
+            SharedOccupancy(Path(args.occupancy)) if args.occupancy else MemoryOccupancy(worker_id + 1)
+        )
     except Exception as exc:
         log.error("worker_start_failed", worker=worker_id, error=repr(exc))
         return EXIT_STARTUP
@@ -234,9 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with the latency spikes of a loaded worker (BENCHMARKS.md, "One worker under load").
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    process = WorkerProcess(
+        ctx, listener, control, config_file, occupancy=occupancy, shared_listener=args.listen_mode == "shared"
+    )
     try:
-        return trio.run(WorkerProcess(ctx, listener, control, config_file).run)
+        return trio.run(process.run)
     finally:
+        occupancy.set(worker_id, CLOSED)
+        occupancy.close()
         store.close()
 
 

@@ -73,6 +73,8 @@ def demo_settings(sim_port: int, overrides: dict[str, Any] | None = None, record
         "realtime": {"url": f"ws://127.0.0.1:{sim_port}/v1/realtime", "connect_timeout_s": 5},
         "admin": {"host": "127.0.0.1", "port": 0},
         "log": {"level": "warning"},
+        # Loopback only, and the simulated callers do not sign (tests that check signatures set it).
+        "twilio": {"validate_signature": False},
     }
     if records is not None:
         data["records"] = {"path": str(records), "update_interval_s": 1.0}

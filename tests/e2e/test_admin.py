@@ -23,7 +23,7 @@ import pytest
 import trio
 from pydantic import SecretStr
 
-from bridge.config import Secrets, Settings, check_runtime
+from bridge.config import Secrets, Settings, check_startup
 from bridge.server.admin_client import print_sessions
 from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, run_call
 from bridge.testing.stack import Stack, open_stack
@@ -299,13 +299,15 @@ def test_healthz_and_readyz_follow_draining() -> None:
     run(main)
 
 
-def test_check_runtime_refuses_a_public_admin_port_without_token() -> None:
-    public = Settings(admin={"host": "0.0.0.0", "port": 9100})
-    problems = check_runtime(public, Secrets(None, None, None))
+def test_check_startup_refuses_a_public_admin_port_without_token() -> None:
+    unsigned = {"validate_signature": False}
+    public = Settings(admin={"host": "0.0.0.0", "port": 9100}, twilio=unsigned)  # type: ignore[arg-type]
+    key = SecretStr("sk-test-0000000000")
+    problems = check_startup(public, Secrets(key, None, None)).problems
     assert len(problems) == 1 and problems[0].startswith("admin.host") and "0.0.0.0" in problems[0]
-    assert check_runtime(public, Secrets(None, None, SecretStr(TOKEN))) == []
-    loopback = Settings(admin={"host": "127.0.0.1", "port": 9100})
-    assert check_runtime(loopback, Secrets(None, None, None)) == []
+    assert check_startup(public, Secrets(key, None, SecretStr(TOKEN))).ok
+    loopback = Settings(admin={"host": "127.0.0.1", "port": 9100}, twilio=unsigned)  # type: ignore[arg-type]
+    assert check_startup(loopback, Secrets(key, None, None)).ok
 
 
 # --------------------------------------------------------------------------------------------

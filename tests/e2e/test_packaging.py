@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from bridge.config import ServerSettings, load_settings
+from bridge.config import Secrets, ServerSettings, check_startup, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "bridge.service"
@@ -246,6 +247,13 @@ def test_dockerfile_environment_is_valid_configuration(monkeypatch: pytest.Monke
     # The admin port stays on loopback: on 0.0.0.0 the service refuses to start without a token.
     assert settings.admin.host == "127.0.0.1"
     assert settings.log.format == "json"
+    # The public port is on every address, so signatures are checked: without the Twilio token the
+    # container refuses to start rather than take anyone's calls.
+    assert settings.twilio.validate_signature and not settings.server.insecure_allow_unauthenticated_calls
+    key = SecretStr("sk-test-0000000000")
+    (problem,) = check_startup(settings, Secrets(key, None, None)).problems
+    assert problem.startswith("twilio.validate_signature") and "TWILIO_AUTH_TOKEN" in problem
+    assert check_startup(settings, Secrets(key, SecretStr("token"), None)).ok
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def write_config(
     records: Path,
     drain: float,
     realtime: str = "",
+    server: str = "",
     extra: str = "",
 ) -> None:
     path.write_text(
@@ -147,6 +149,7 @@ def write_config(
 host = "127.0.0.1"
 port = {port}
 drain_timeout_s = {drain}
+{server}
 [admin]
 host = "127.0.0.1"
 port = {admin_port}
@@ -157,6 +160,8 @@ connect_timeout_s = 5
 [records]
 path = "{records}"
 update_interval_s = 0.5
+[twilio]
+validate_signature = false   # loopback only; the simulated callers do not sign
 [log]
 level = "info"
 format = "json"
@@ -175,12 +180,13 @@ async def service(
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
     realtime: str = "",
+    server: str = "",
     extra: str = "",
 ) -> AsyncIterator[Service]:
     port, admin_port = free_port(), free_port()
     records = tmp_path / "calls.sqlite"
     config = tmp_path / "bridge.toml"
-    write_config(config, sim.port, port, admin_port, records, drain, realtime=realtime, extra=extra)
+    write_config(config, sim.port, port, admin_port, records, drain, realtime=realtime, server=server, extra=extra)
     environ = {
         k: v
         for k, v in os.environ.items()
@@ -535,6 +541,70 @@ def test_sighup_reload_applies_to_new_calls_only(tmp_path: Path) -> None:
             assert len(svc.workers()) == 2
 
     trio.run(main)
+
+
+def test_admission_across_workers_sees_every_workers_calls(tmp_path: Path) -> None:
+    """One call per worker: the second call goes to the worker with room (the full one leaves the
+    shared socket to it), and the third, with every worker full, gets the overflow TwiML and a 503."""
+
+    async def main() -> None:
+        async with (
+            open_simulator(options=SimulatorOptions(response_audio_ms=REPLY_MS)) as sim,
+            service(tmp_path, sim, workers=2, server="max_calls_per_worker = 1") as svc,
+        ):
+            results: dict[str, CallResult] = {}
+
+            async def call(options: CallerOptions) -> None:
+                results[options.call_sid or ""] = await run_call(options)
+
+            async def worker_of(sid: str) -> tuple[int] | None:
+                for s in await svc.sessions():
+                    if s["call_sid"] == sid and s["state"] == "active":
+                        return (int(s["worker"]),)
+                return None
+
+            async with trio.open_nursery() as nursery:
+                placed = []
+                for tag in ("a", "b"):
+                    sid = "CA" + tag * 32
+                    nursery.start_soon(call, silent_call(svc.url, sid, 6))
+                    (worker,) = await wait_until(f"call {tag} active", partial(worker_of, sid), 5)
+                    placed.append(worker)
+                assert sorted(placed) == [0, 1]  # not a 503 from the worker that was already full
+
+                status, body = await http_post(svc.port, "/twiml", b"From=%2B1555&To=%2B1666")
+                assert status == 200 and b"<Say>" in body and b"<Hangup/>" in body and b"<Stream" not in body
+                refused = await run_call(silent_call(svc.url, "CA" + "c" * 32, 1))
+                assert not refused.connected and "503" in (refused.connect_error or "")
+            for sid in ("CA" + "a" * 32, "CA" + "b" * 32):
+                assert results[sid].ok, results[sid]
+            _, metrics_body = await http(svc.admin_port, "GET", "/metrics")
+            assert b'bridge_refused_total{reason="at_capacity",route="twiml"} 1.0' in metrics_body
+            assert b'bridge_refused_total{reason="at_capacity",route="media"} 1.0' in metrics_body
+
+            # Once the bridge has finalised the calls there is room again.
+            async def room() -> bool:
+                status, body = await http_post(svc.port, "/twiml", b"From=%2B1555&To=%2B1666")
+                return status == 200 and b"<Stream" in body
+
+            await wait_until("room again", room, 5)
+
+    trio.run(main)
+
+
+async def http_post(port: int, path: str, body: bytes) -> tuple[int, bytes]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        data = b""
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    head, _, reply = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), reply
 
 
 def _true(fn: Any) -> Any:

@@ -70,12 +70,32 @@ def test_csv_round_trip() -> None:
     assert tuple(rows[0].keys()) == CSV_COLUMNS
     assert set(SCALAR_FIELDS) <= set(CSV_COLUMNS)
     assert rows[0]["call_sid"] == "CA111" and rows[0]["end_reason"] == "caller_hangup"
-    assert float(rows[0]["cost_total_usd"]) == recs[0].cost_total_usd  # floats survive exactly
+    assert float(rows[0]["cost_total_usd"]) == recs[0].cost_total_usd
     assert float(rows[0]["duration_s"]) == 90.0
+    assert rows[0]["started_at"] == "2026-11-18T11:06:40.000Z" and rows[0]["ended_at"] == "2026-11-18T11:08:10.000Z"
+    assert rows[2]["ended_at"] == ""
     assert int(rows[0]["tokens_audio_out"]) == 1200 and rows[1]["tokens_audio_out"] == "0"
     assert rows[2]["status"] == "live" and rows[2]["cost_total_usd"] == "" and rows[2]["end_reason"] == ""
     total = sum(float(r["cost_total_usd"]) for r in rows if r["cost_total_usd"])
     assert total == pytest.approx(totals(recs)["cost_usd"])
+
+
+def test_csv_times_are_iso_utc_and_money_has_no_float_noise() -> None:
+    rec = CallRecord(call_id="n", started_at=T0 + 0.1234, cost_model_usd=0.011491999999999999,
+                     cost_transcription_usd=1e-7, cost_carrier_usd=0.0085, cost_total_usd=0.1 + 0.2,
+                     cost_per_minute_usd=2 / 3)
+    rec.end(EndReason.AGENT_HANGUP, T0 + 61.98765)
+    (row,) = csv.DictReader(io.StringIO(format_csv([rec])))
+    assert row["started_at"] == "2026-11-18T11:06:40.123Z"
+    assert row["ended_at"] == "2026-11-18T11:07:41.987Z"
+    assert row["updated_at"] == row["ended_at"]
+    assert row["cost_model_usd"] == "0.011492"
+    assert row["cost_transcription_usd"] == "0.000000"
+    assert row["cost_carrier_usd"] == "0.008500"
+    assert row["cost_total_usd"] == "0.300000"
+    assert row["cost_per_minute_usd"] == "0.666667"
+    assert row["duration_s"] == "61.864"
+    assert "999999" not in format_csv([rec])
 
 
 def test_csv_quotes_awkward_values() -> None:

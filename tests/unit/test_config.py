@@ -12,21 +12,28 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.config import (
+    DEFAULT_OVERFLOW_MESSAGE,
     ConfigError,
     LocalVad,
     Secrets,
     SemanticVad,
     ServerVad,
     Settings,
-    check_runtime,
+    StartupCheck,
+    check_startup,
     config_path,
+    format_startup_problems,
+    is_loopback,
     load_secrets,
     load_settings,
     masked_dump,
+    realtime_needs_key,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 NO_SECRETS = Secrets(None, None, None)
+# What a production service has: an OpenAI key and the Twilio auth token.
+KEYS = Secrets(SecretStr("sk-test-key-0000000000"), SecretStr("twilio-token"), None)
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +77,9 @@ def test_defaults_without_a_file() -> None:
     assert isinstance(s.realtime.turn_detection, ServerVad)
     assert s.admin.host == "127.0.0.1"
     assert s.server.host == "127.0.0.1"
-    assert s.twilio.validate_signature is False
+    assert s.twilio.validate_signature is True  # secure by default
+    assert s.server.insecure_allow_unauthenticated_calls is False
+    assert s.server.max_calls_per_worker == 75
     assert s.profiles == {}
     assert s.routes == []
 
@@ -614,37 +623,158 @@ def test_check_config_stdout_has_no_secret(tmp_path: Path) -> None:
     assert printed["realtime"]["model"] == "gpt-realtime"
 
 
-# --- runtime checks -----------------------------------------------------------------------
+# --- start-up checks (serve, check-config and reloads) -------------------------------------
 
 
-def test_check_runtime_defaults_are_fine() -> None:
-    assert check_runtime(load_settings(None), NO_SECRETS) == []
+def _settings(tmp_path: Path, text: str) -> Settings:
+    return load_settings(_write(tmp_path, text))
+
+
+def test_defaults_with_the_keys_start() -> None:
+    assert check_startup(load_settings(None), KEYS) == StartupCheck((), ())
+
+
+def test_defaults_without_secrets_name_each_missing_secret() -> None:
+    check = check_startup(load_settings(None), NO_SECRETS)
+    assert not check.ok
+    twilio, openai = check.problems
+    assert twilio.startswith("twilio.validate_signature: value True is not allowed without a Twilio auth token")
+    assert "TWILIO_AUTH_TOKEN" in twilio and "twilio.auth_token_file" in twilio
+    assert openai.startswith("realtime.url: value 'wss://api.openai.com/v1/realtime' needs an API key")
+    assert "OPENAI_API_KEY" in openai and "realtime.api_key_file" in openai
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::", "bridge.example.com"])
+def test_public_address_without_signature_checking_is_refused(tmp_path: Path, host: str) -> None:
+    s = _settings(tmp_path, f'[server]\nhost = "{host}"\n[twilio]\nvalidate_signature = false\n')
+    (problem,) = check_startup(s, KEYS).problems
+    # What is wrong (key, value, rule, risk) and the three ways out.
+    assert problem.startswith(f"server.host: value {host!r} is not allowed with twilio.validate_signature = false")
+    assert "billed to you" in problem
+    assert "twilio.validate_signature = true" in problem and "TWILIO_AUTH_TOKEN" in problem
+    assert "127.0.0.1" in problem
+    assert "server.insecure_allow_unauthenticated_calls = true" in problem
+
+
+def test_the_explicit_opt_in_starts_with_a_warning(tmp_path: Path) -> None:
+    s = _settings(
+        tmp_path,
+        '[server]\nhost = "0.0.0.0"\ninsecure_allow_unauthenticated_calls = true\n'
+        "[twilio]\nvalidate_signature = false\n",
+    )
+    check = check_startup(s, KEYS)
+    assert check.ok
+    (warning,) = check.warnings
+    assert warning.startswith("server.insecure_allow_unauthenticated_calls: value True")
+    assert "'0.0.0.0'" in warning and "billed to you" in warning
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[server]\nhost = "127.0.0.1"\n[twilio]\nvalidate_signature = false\n',  # loopback, unsigned
+        '[server]\nhost = "::1"\n[twilio]\nvalidate_signature = false\n',
+        '[server]\nhost = "0.0.0.0"\n',  # public, signed
+        '[server]\nhost = "0.0.0.0"\ninsecure_allow_unauthenticated_calls = true\n',  # opt-in unused
+    ],
+)
+def test_loopback_or_signed_needs_no_opt_in_and_warns_of_nothing(tmp_path: Path, text: str) -> None:
+    assert check_startup(_settings(tmp_path, text), KEYS) == StartupCheck((), ())
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.53", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("10.1.2.3", False),
+        ("bridge.example.com", False),
+    ],
+)
+def test_is_loopback(host: str, expected: bool) -> None:
+    assert is_loopback(host) is expected
+
+
+@pytest.mark.parametrize(
+    ("realtime", "needs"),
+    [
+        ({}, True),
+        ({"url": "wss://res.openai.azure.com/openai/v1/realtime"}, True),
+        ({"url": "wss://res.cognitiveservices.azure.com/openai/v1/realtime"}, True),
+        ({"url": "wss://res.openai.azure.com/openai/v1/realtime", "extra_headers": {"api-key": "k"}}, False),
+        ({"extra_headers": {"Authorization": "Bearer x"}}, False),
+        ({"url": "wss://res.openai.azure.com/openai/v1/realtime?api-key=k"}, False),
+        ({"url": "ws://127.0.0.1:8765/v1/realtime"}, False),  # the simulator
+        ({"url": "wss://realtime-proxy.internal.example/v1/realtime"}, False),  # someone else's business
+        ({"extra_headers": {"OpenAI-Beta": "x"}}, True),  # not a credential
+    ],
+)
+def test_which_endpoints_need_an_api_key(realtime: dict[str, object], needs: bool) -> None:
+    settings = Settings(realtime=realtime)  # type: ignore[arg-type]
+    assert realtime_needs_key(settings.realtime) is needs
+    problems = check_startup(settings, Secrets(None, SecretStr("t"), None)).problems
+    assert any(p.startswith("realtime.url") for p in problems) is needs
+    assert not check_startup(settings, KEYS).problems
+
+
+def test_a_key_in_the_url_is_masked_in_the_problem() -> None:
+    s = Settings(realtime={"url": "wss://res.openai.azure.com/openai/v1/realtime?key=abc123secret"})  # type: ignore[arg-type]
+    (problem,) = check_startup(s, Secrets(None, SecretStr("t"), None)).problems
+    assert "abc123secret" not in problem
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::"])
-def test_check_runtime_refuses_public_admin_without_token(tmp_path: Path, host: str) -> None:
-    s = load_settings(_write(tmp_path, f'[admin]\nhost = "{host}"\n'))
-    problems = check_runtime(s, NO_SECRETS)
-    assert len(problems) == 1
-    assert "admin.host" in problems[0]
-    assert repr(host) in problems[0]
-    assert "BRIDGE_ADMIN_TOKEN" in problems[0]
-    assert check_runtime(s, Secrets(None, None, SecretStr("tok"))) == []
+def test_public_admin_without_token_is_refused(tmp_path: Path, host: str) -> None:
+    s = _settings(tmp_path, f'[admin]\nhost = "{host}"\n')
+    (problem,) = check_startup(s, KEYS).problems
+    assert problem.startswith(f"admin.host: value {host!r}")
+    assert "BRIDGE_ADMIN_TOKEN" in problem
+    assert check_startup(s, Secrets(KEYS.openai_api_key, KEYS.twilio_auth_token, SecretStr("tok"))).ok
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
-def test_check_runtime_allows_loopback_admin_without_token(tmp_path: Path, host: str) -> None:
-    s = load_settings(_write(tmp_path, f'[admin]\nhost = "{host}"\n'))
-    assert check_runtime(s, NO_SECRETS) == []
+def test_loopback_admin_needs_no_token(tmp_path: Path, host: str) -> None:
+    assert check_startup(_settings(tmp_path, f'[admin]\nhost = "{host}"\n'), KEYS).ok
 
 
-def test_check_runtime_refuses_signature_validation_without_token(tmp_path: Path) -> None:
-    s = load_settings(_write(tmp_path, "[twilio]\nvalidate_signature = true\n"))
-    problems = check_runtime(s, NO_SECRETS)
-    assert len(problems) == 1
-    assert "twilio.validate_signature" in problems[0]
-    assert "TWILIO_AUTH_TOKEN" in problems[0]
-    assert check_runtime(s, Secrets(None, SecretStr("tok"), None)) == []
+def test_format_startup_problems_lists_every_problem() -> None:
+    text = format_startup_problems(check_startup(load_settings(None), NO_SECRETS))
+    first, *rest = text.splitlines()
+    assert first == "refusing to start (2 problem(s)):"
+    assert [line[:20] for line in rest] == ["  twilio.validate_si", "  realtime.url: valu"]
+
+
+def test_the_shipped_configuration_loads_with_the_secure_defaults() -> None:
+    shipped = load_settings(REPO / "config" / "bridge.toml")
+    defaults = load_settings(None)
+    assert shipped.twilio == defaults.twilio and shipped.twilio.validate_signature
+    for key in ("host", "max_calls_per_worker", "head_timeout_s", "max_head_bytes", "max_pending_connections",
+                "insecure_allow_unauthenticated_calls"):
+        assert getattr(shipped.server, key) == getattr(defaults.server, key), key
+    assert shipped.server.overflow.message == DEFAULT_OVERFLOW_MESSAGE
+    assert check_startup(shipped, KEYS).ok
+
+
+def test_the_old_max_calls_key_points_at_its_replacement(tmp_path: Path) -> None:
+    msg = _error(tmp_path, "[server]\nmax_calls = 10\n")
+    assert "server.max_calls: unknown key with value 10 (renamed: use 'max_calls_per_worker')" in msg
+
+
+def test_overflow_is_a_message_or_a_redirect(tmp_path: Path) -> None:
+    assert _settings(tmp_path, "").server.overflow.message is None
+    s = _settings(tmp_path, '[server.overflow]\nredirect_url = "https://example.com/busy"\n')
+    assert s.server.overflow.redirect_url == "https://example.com/busy"
+    both = _error(tmp_path, '[server.overflow]\nmessage = "busy"\nredirect_url = "https://example.com/busy"\n')
+    assert "server.overflow" in both and "set message or redirect_url, not both" in both
+    relative = _error(tmp_path, '[server.overflow]\nredirect_url = "/busy"\n')
+    assert "server.overflow.redirect_url: value '/busy' is not allowed: must be an absolute http(s) URL" in relative
+    assert "max_calls_per_worker" in _error(tmp_path, "[server]\nmax_calls_per_worker = 0\n")
 
 
 # --- profiles -----------------------------------------------------------------------------

@@ -133,9 +133,19 @@ def test_every_expression_uses_only_defined_metrics() -> None:
         "bridge_barge_in_reaction_seconds", "bridge_call_cost_per_minute_usd", "bridge_cost_usd_total",
         "bridge_tokens_total", "bridge_audio_errors_total", "bridge_protocol_errors_total",
         "bridge_model_errors_total", "bridge_frames_total", "bridge_workers_alive",
-        "bridge_worker_restarts_total",
+        "bridge_worker_restarts_total", "bridge_refused_total", "bridge_model_races_total",
     ):  # fmt: skip
         assert required in used, required
+
+
+def test_error_panels_leave_out_harmless_races_and_refusals() -> None:
+    panels = {p["title"]: p for p in _panels(_dashboard())}
+    for title in ("Errors / min", "Model errors"):
+        refs = set().union(*(_metric_refs(t["expr"]) for t in panels[title]["targets"]))
+        assert "bridge_model_errors_total" in refs
+        assert not refs & {"bridge_model_races_total", "bridge_refused_total"}, title
+    races = set().union(*(_metric_refs(t["expr"]) for t in panels["Model races"]["targets"]))
+    assert races == {"bridge_model_races_total"}
 
 
 def test_histogram_quantiles_aggregate_by_le() -> None:

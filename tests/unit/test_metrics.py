@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -15,7 +16,9 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+import bridge
 from bridge import metrics
+from bridge.vocabulary import EndReason, TokenKind
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = "/usr/bin/promtool"
@@ -60,6 +63,9 @@ def _exercise_all() -> None:
     metrics.workers_alive.inc()
     metrics.worker_restarts_total.inc()
     metrics.admin_requests_total.labels(path="/sessions", status="200").inc()
+    metrics.refused_total.labels(route="media", reason="bad_signature").inc()
+    metrics.model_races_total.labels(code="response_cancel_not_active").inc()
+    metrics.transcription_audio_seconds_total.labels(model="whisper-1").inc(1.5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,7 +75,7 @@ def _exercise_all() -> None:
 def test_all_metrics_lists_every_module_level_metric() -> None:
     defined = {id(v) for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)}
     assert defined == {id(m) for m in metrics.ALL_METRICS}
-    assert len(metrics.ALL_METRICS) == 26
+    assert len(metrics.ALL_METRICS) == 30
 
 
 def test_metric_types_and_naming_conventions() -> None:
@@ -78,6 +84,7 @@ def test_metric_types_and_naming_conventions() -> None:
         "bridge_calls_active": "gauge",
         "bridge_calls_started_total": "counter",
         "bridge_calls_ended_total": "counter",
+        "bridge_refused_total": "counter",
         "bridge_call_duration_seconds": "histogram",
         "bridge_frames_total": "counter",
         "bridge_audio_bytes_total": "counter",
@@ -88,7 +95,9 @@ def test_metric_types_and_naming_conventions() -> None:
         "bridge_barge_ins_total": "counter",
         "bridge_barge_in_reaction_seconds": "histogram",
         "bridge_model_errors_total": "counter",
+        "bridge_model_races_total": "counter",
         "bridge_tokens_total": "counter",
+        "bridge_transcription_audio_seconds_total": "counter",
         "bridge_cost_usd_total": "counter",
         "bridge_call_cost_per_minute_usd": "histogram",
         "bridge_dtmf_total": "counter",
@@ -101,6 +110,7 @@ def test_metric_types_and_naming_conventions() -> None:
         "bridge_workers_alive": "gauge",
         "bridge_worker_restarts_total": "counter",
         "bridge_admin_requests_total": "counter",
+        "bridge_build_info": "gauge",
     }
     assert types == expected
     for name, typ in types.items():
@@ -124,6 +134,19 @@ def test_label_names() -> None:
     assert labelnames(metrics.cost_usd_total) == ("model", "part")
     assert labelnames(metrics.admin_requests_total) == ("path", "status")
     assert labelnames(metrics.calls_active) == ()
+    assert labelnames(metrics.refused_total) == ("route", "reason")
+    assert labelnames(metrics.model_races_total) == ("code",)
+    assert labelnames(metrics.transcription_audio_seconds_total) == ("model",)
+    assert labelnames(metrics.build_info) == ("version", "python")
+
+
+def test_label_values_are_the_shared_vocabulary() -> None:
+    # An ended call's outcome is exactly its record's end reason; no "rejected" that nothing counts.
+    assert tuple(r.value for r in EndReason) == metrics.OUTCOMES
+    assert "rejected" not in metrics.OUTCOMES
+    # The meter's token kinds, except the transcription duration, which is seconds, not tokens.
+    assert set(metrics.TOKEN_KINDS) == {k.value for k in TokenKind} - {"transcription_audio_ms"}
+    assert metrics.DIRECTIONS == ("to_model", "to_carrier")
 
 
 def test_histogram_buckets_fit_what_they_measure() -> None:
@@ -186,6 +209,13 @@ def test_render_single_process_exposes_every_metric_with_labels() -> None:
     assert delta("bridge_workers_alive") == 1
     assert delta("bridge_worker_restarts_total") == 1
     assert delta("bridge_admin_requests_total", path="/sessions", status="200") == 1
+    assert delta("bridge_refused_total", route="media", reason="bad_signature") == 1
+    assert delta("bridge_model_races_total", code="response_cancel_not_active") == 1
+    assert delta("bridge_model_errors_total", code="response_cancel_not_active") == 0
+    assert delta("bridge_transcription_audio_seconds_total", model="whisper-1") == 1.5
+    (build,) = [k for k in after if k[0] == "bridge_build_info"]
+    assert dict(build[1]) == {"version": bridge.__version__, "python": platform.python_version()}
+    assert after[build] == 1
     metrics.calls_active.dec()
     metrics.workers_alive.dec()
 
@@ -200,6 +230,9 @@ def test_known_label_values_are_preinitialised() -> None:
         assert ("bridge_audio_bytes_total", frozenset({("direction", direction)})) in samples
     for kind in metrics.AUDIO_ERROR_KINDS:
         assert ("bridge_audio_errors_total", frozenset({("kind", kind)})) in samples
+    for route, reasons in metrics.REFUSALS.items():
+        for reason in reasons:
+            assert ("bridge_refused_total", frozenset({("route", route), ("reason", reason)})) in samples
 
 
 def test_single_process_helpers_are_noops(tmp_path: Path) -> None:
@@ -234,6 +267,7 @@ WORKER = textwrap.dedent(
     m.frames_total.labels(direction="to_model").inc(frames)
     m.calls_ended_total.labels(outcome="drain").inc()
     m.response_latency_seconds.observe(0.3)
+    m.refused_total.labels(route="twiml", reason="at_capacity").inc()
     print(os.getpid())
     """
 )
@@ -296,6 +330,10 @@ def test_multiprocess_sums_across_processes_and_drops_dead_live_gauges(mp_env: d
     assert _value(merged, "bridge_calls_ended_total", outcome="drain") == 2
     assert _value(merged, "bridge_response_latency_seconds_count") == 2
     assert _value(merged, "bridge_response_latency_seconds_bucket", le="0.3") == 2
+    assert _value(merged, "bridge_refused_total", route="twiml", reason="at_capacity") == 2
+    # One build_info series for the whole service, not one per process.
+    (build,) = [k for k in merged if k[0] == "bridge_build_info"]
+    assert merged[build] == 1 and "pid" not in dict(build[1])
     # the livesum gauge has one series, no pid label
     assert ("bridge_calls_active", frozenset()) in merged
 

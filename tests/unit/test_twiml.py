@@ -1,4 +1,4 @@
-"""TwiML for the voice webhook, profile routing and Twilio's request signature."""
+"""TwiML for the voice webhook: the stream document, profile routing, the overflow documents."""
 
 from __future__ import annotations
 
@@ -9,24 +9,11 @@ import pytest
 from bridge.carrier.twiml import (
     MAX_PARAMETER_LENGTH,
     choose_profile,
-    compute_signature,
     connect_stream,
     media_url,
-    signature_valid,
+    redirect,
+    say_and_hang_up,
 )
-
-# Twilio's documented worked example (reference §3.1).
-DOC_URL = "https://example.com/myapp.php?foo=1&bar=2"
-DOC_PARAMS = {
-    "CallSid": "CA1234567890ABCDE",
-    "Caller": "+14158675310",
-    "Digits": "1234",
-    "From": "+14158675310",
-    "To": "+18005551212",
-}
-DOC_TOKEN = "12345"
-DOC_SIGNATURE = "L/OH5YylLD5NRKLltdqwSvS0BnU="
-
 
 # --- media_url ----------------------------------------------------------------------------
 
@@ -165,62 +152,18 @@ def test_choose_profile_is_case_sensitive_and_literal() -> None:
     assert choose_profile([], "+1", "+2") is None
 
 
-# --- signatures ---------------------------------------------------------------------------
+# --- overflow documents -------------------------------------------------------------------
 
 
-def test_compute_signature_twilio_worked_example() -> None:
-    assert compute_signature(DOC_TOKEN, DOC_URL, DOC_PARAMS) == DOC_SIGNATURE
+def test_say_and_hang_up() -> None:
+    root = ET.fromstring(say_and_hang_up('Busy & "sorry" <now>').encode())
+    assert root.tag == "Response"
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    assert root[0].text == 'Busy & "sorry" <now>'
 
 
-def test_compute_signature_depends_on_every_input() -> None:
-    base = compute_signature(DOC_TOKEN, DOC_URL, DOC_PARAMS)
-    assert compute_signature("54321", DOC_URL, DOC_PARAMS) != base
-    assert compute_signature(DOC_TOKEN, DOC_URL + "&x=1", DOC_PARAMS) != base
-    assert compute_signature(DOC_TOKEN, DOC_URL, {**DOC_PARAMS, "Digits": "1235"}) != base
-
-
-def test_compute_signature_sorts_parameters() -> None:
-    reordered = dict(reversed(list(DOC_PARAMS.items())))
-    assert compute_signature(DOC_TOKEN, DOC_URL, reordered) == DOC_SIGNATURE
-
-
-def test_signature_valid_worked_example() -> None:
-    assert signature_valid(DOC_TOKEN, DOC_URL, DOC_PARAMS, DOC_SIGNATURE)
-
-
-def test_signature_valid_with_or_without_port() -> None:
-    signed_with_port = compute_signature(DOC_TOKEN, "https://example.com:443/myapp.php?foo=1&bar=2", DOC_PARAMS)
-    assert signature_valid(DOC_TOKEN, DOC_URL, DOC_PARAMS, signed_with_port)
-    # Our URL has the port, Twilio signed without it (its HTTPS behaviour).
-    assert signature_valid(DOC_TOKEN, "https://example.com:443/myapp.php?foo=1&bar=2", DOC_PARAMS, DOC_SIGNATURE)
-
-
-def test_signature_valid_websocket_upgrade_with_trailing_slash() -> None:
-    url = "wss://bridge.example.com/media"
-    with_slash = compute_signature("tok", url + "/", {})
-    without_slash = compute_signature("tok", url, {})
-    assert signature_valid("tok", url, {}, without_slash)
-    assert signature_valid("tok", url, {}, with_slash)
-    assert signature_valid("tok", "wss://bridge.example.com:443/media", {}, with_slash)
-
-
-def test_signature_valid_http_keeps_port_variants() -> None:
-    url = "http://bridge.example.com:8080/twiml"
-    sig = compute_signature("tok", url, {"CallSid": "CA1"})
-    assert signature_valid("tok", url, {"CallSid": "CA1"}, sig)
-    assert not signature_valid("tok", "http://bridge.example.com:9090/twiml", {"CallSid": "CA1"}, sig)
-
-
-@pytest.mark.parametrize(
-    "signature", [None, "", "L/OH5YylLD5NRKLltdqwSvS0BnV=", "not base64 at all", DOC_SIGNATURE.lower()]
-)
-def test_signature_valid_rejects_wrong_or_missing(signature: str | None) -> None:
-    assert not signature_valid(DOC_TOKEN, DOC_URL, DOC_PARAMS, signature)
-
-
-def test_signature_valid_rejects_wrong_token_params_or_url() -> None:
-    assert not signature_valid("wrong", DOC_URL, DOC_PARAMS, DOC_SIGNATURE)
-    assert not signature_valid(DOC_TOKEN, DOC_URL, {**DOC_PARAMS, "To": "+18005551213"}, DOC_SIGNATURE)
-    assert not signature_valid(DOC_TOKEN, DOC_URL, {}, DOC_SIGNATURE)
-    assert not signature_valid(DOC_TOKEN, "https://evil.example.com/myapp.php?foo=1&bar=2", DOC_PARAMS, DOC_SIGNATURE)
-    assert not signature_valid(DOC_TOKEN, DOC_URL.replace("https", "http"), DOC_PARAMS, DOC_SIGNATURE)
+def test_redirect() -> None:
+    root = ET.fromstring(redirect("https://example.com/busy?a=1&b=2").encode())
+    assert [child.tag for child in root] == ["Redirect"]
+    assert root[0].text == "https://example.com/busy?a=1&b=2"
+    assert root[0].get("method") == "POST"
