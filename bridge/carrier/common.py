@@ -12,6 +12,7 @@ import base64
 import binascii
 import hmac
 import json
+from array import array
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -86,26 +87,23 @@ def unknown_event(event: Any) -> CarrierError:
 
 
 def swap16(data: bytes) -> bytes:
-    """Swap the bytes of every 16-bit sample (big-endian L16 <-> little-endian); an odd last byte is dropped.
-
-    Two C-level slice copies: about as fast as ``audioop.byteswap`` and needs nothing.
-    """
-    n = len(data) & ~1
-    out = bytearray(n)
-    out[0::2] = data[1:n:2]
-    out[1::2] = data[0:n:2]
-    return bytes(out)
+    """Swap the bytes of every 16-bit sample (big-endian L16 <-> little-endian); an odd last byte is dropped."""
+    samples = array("h", data[: len(data) & ~1])
+    samples.byteswap()  # C loop: about 1 µs for 20 ms of 16 kHz audio
+    return samples.tobytes()
 
 
 def swap16_b64(payload_b64: str) -> str | None:
     """:func:`swap16` on base64 text; None when the payload is not base64 or not whole samples."""
     try:
-        raw = base64.b64decode(payload_b64, validate=True)
+        raw = binascii.a2b_base64(payload_b64, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
     if len(raw) & 1:
         return None
-    return base64.b64encode(swap16(raw)).decode("ascii")
+    samples = array("h", raw)
+    samples.byteswap()
+    return binascii.b2a_base64(samples, newline=False).decode("ascii")
 
 
 # --- HTTP pieces -------------------------------------------------------------------------------
