@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from pydantic import field_validator
-
 from bridge.carrier import twiml
 from bridge.carrier.base import (
     Answer,
@@ -34,7 +32,6 @@ from bridge.carrier.base import (
     Start,
     Stop,
 )
-from bridge.carrier.common import CarrierSettings, require, secret
 from bridge.httpmsg import HttpRequest
 
 _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
@@ -233,41 +230,3 @@ class Twilio:
             ("Content-Type", "application/x-www-form-urlencoded"),
         )
         return HttpRequest("POST", self._api_base_url + path, headers, body, timeout_s=10.0)
-
-
-class TwilioSettings(CarrierSettings):
-    """``[carriers.twilio]`` (the older ``twilio.*`` keys map onto these)."""
-
-    auth_token_secret: str = "TWILIO_AUTH_TOKEN"
-    """Name of the secret holding the account's auth token: signatures, and transfers without an API key."""
-    api_base_url: str = "https://api.twilio.com"
-    account_sid: str | None = None
-    """Default: the account of the call's start message."""
-    api_key_sid: str | None = None
-    """An API key for REST calls instead of the auth token; its secret is named by ``api_key_secret``."""
-    api_key_secret: str = "TWILIO_API_KEY_SECRET"
-
-    @field_validator("api_base_url")
-    @classmethod
-    def _base(cls, v: str) -> str:
-        if not v.startswith(("https://", "http://")):
-            raise ValueError("must be an http:// or https:// URL such as https://api.twilio.com")
-        return v.rstrip("/")
-
-    def secret_names(self) -> tuple[str, ...]:
-        return (self.auth_token_secret, self.api_key_secret)
-
-
-def from_settings(settings: TwilioSettings, secrets: Mapping[str, str]) -> Twilio:
-    token = secret(secrets, settings.auth_token_secret)
-    if settings.verify:
-        require(token, "carriers.twilio.verify: the Twilio auth token", settings.auth_token_secret)
-    key_secret = secret(secrets, settings.api_key_secret)
-    api_key = (settings.api_key_sid, key_secret) if settings.api_key_sid and key_secret else None
-    return Twilio(
-        token,
-        verify=settings.verify,
-        api_base_url=settings.api_base_url,
-        account_sid=settings.account_sid,
-        api_key=api_key,
-    )

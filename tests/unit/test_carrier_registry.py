@@ -10,8 +10,9 @@ from pydantic import ValidationError
 from bridge.carrier import twiml
 from bridge.carrier.base import Answer, CallIds, InboundRequest
 from bridge.carrier.common import CarrierSettings
-from bridge.carrier.registry import CARRIERS, build
-from bridge.carrier.twilio import Twilio, TwilioSettings, from_settings
+from bridge.carrier.registry import CARRIERS, TwilioSettings, build
+from bridge.carrier.registry import twilio_from_settings as from_settings
+from bridge.carrier.twilio import Twilio
 
 NAMES = ("twilio", "telnyx", "plivo", "vonage", "signalwire", "exotel")
 
