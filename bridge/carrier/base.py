@@ -103,6 +103,25 @@ class Writer(Protocol):
         ...
 
 
+def media_frames(writer: Writer, payload_b64: str) -> Sequence[Frame]:
+    """The frames that play ``payload_b64``: the writer's own split when it has one, else one frame.
+
+    Some carriers take audio only in frames of a fixed size (Vonage: 20 ms per binary message,
+    https://developer.vonage.com/en/voice/voice-api/concepts/websockets) or of a size rule
+    (Exotel: multiples of 320 bytes, at most 100 KB,
+    https://developer.exotel.com/docs/agentstream/stream-voicebot-applet). Their writers define
+    an optional ``media_frames(payload_b64) -> Sequence[Frame]`` that splits a chunk (and may
+    hold back a remainder shorter than one frame until the next chunk, or drop it on
+    :meth:`Writer.clear`). Writers without one write each chunk as one :meth:`Writer.media` frame.
+    The caller sends the frames in order, then the chunk's mark.
+    """
+    split = getattr(writer, "media_frames", None)
+    if split is None:
+        return (writer.media(payload_b64),)
+    frames: Sequence[Frame] = split(payload_b64)
+    return frames
+
+
 # --- the voice webhook and authentication ---------------------------------------------------------
 
 
@@ -112,6 +131,11 @@ class InboundRequest:
 
     ``url`` is the full URL the carrier requested, as it would have signed it (public scheme and
     host, path and query); ``form`` the body's form fields in order, repeated names kept.
+
+    ``received_at`` is the wall-clock time (Unix seconds) the request arrived, read by the shell:
+    dialects whose carrier signs a timestamp (Telnyx's ``telnyx-timestamp``, Vonage's JWT
+    ``iat``) refuse a request whose timestamp is too far from it, so a captured request cannot be
+    replayed later. Left ``None``, that freshness check is skipped (the signature is still checked).
     """
 
     method: str
@@ -119,6 +143,7 @@ class InboundRequest:
     headers: Mapping[str, str]  # lower-case names
     body: bytes = b""
     form: Sequence[tuple[str, str]] = ()
+    received_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
