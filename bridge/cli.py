@@ -120,7 +120,8 @@ def upgrade_signature(settings: Settings, secrets: Secrets, url: str) -> str | N
     from bridge.carrier.twilio_signature import compute_signature, request_url
 
     token = secrets.twilio_auth_token
-    if not settings.twilio.validate_signature or token is None:
+    table = settings.carriers.twilio
+    if table is None or not table.verify or token is None:
         return None
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

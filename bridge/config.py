@@ -33,6 +33,14 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.accounting.pricing import PricingConfig
+from bridge.carrier import registry
+from bridge.carrier.common import CarrierSettings
+from bridge.carrier.exotel import ExotelSettings
+from bridge.carrier.plivo import PlivoSettings
+from bridge.carrier.registry import TwilioSettings as TwilioCarrierSettings
+from bridge.carrier.signalwire import SignalWireSettings
+from bridge.carrier.telnyx import TelnyxSettings
+from bridge.carrier.vonage import VonageSettings
 from bridge.httpmsg import HttpResult
 from bridge.toolspec import TOOL_NAME, McpServer, SecretRef, ToolChoice, WebhookTool, check_unique_names, secret_refs
 
@@ -304,6 +312,25 @@ class TwilioSettings(BaseModel):
         return v.rstrip("/")
 
 
+class CarriersSettings(BaseModel):
+    """``[carriers.NAME]``: one table per carrier the service answers (each dialect's own model).
+
+    Twilio is always answered (``/twiml`` and ``/media``, also ``/twilio/answer`` and
+    ``/twilio/media``); another carrier is answered once its table exists. Authentication is on
+    by default wherever the carrier offers it; ``verify = false`` turns it off (loopback tests).
+    Secrets are never written here, only the *names* of the environment variables (or systemd
+    credentials) holding them.
+    """
+
+    model_config = _STRICT
+    twilio: TwilioCarrierSettings | None = None
+    telnyx: TelnyxSettings | None = None
+    plivo: PlivoSettings | None = None
+    vonage: VonageSettings | None = None
+    signalwire: SignalWireSettings | None = None
+    exotel: ExotelSettings | None = None
+
+
 class AdminSettings(BaseModel):
     model_config = _STRICT
     host: str = "127.0.0.1"
@@ -420,6 +447,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=lambda: ServerSettings())
     realtime: RealtimeSettings = Field(default_factory=lambda: RealtimeSettings())
     twilio: TwilioSettings = Field(default_factory=lambda: TwilioSettings())
+    carriers: CarriersSettings = Field(default_factory=lambda: CarriersSettings())
     admin: AdminSettings = Field(default_factory=lambda: AdminSettings())
     log: LogSettings = Field(default_factory=lambda: LogSettings())
     records: RecordsSettings = Field(default_factory=lambda: RecordsSettings())
@@ -441,6 +469,26 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init kwargs; the environment wins over it, deeply merged.
         return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _twilio_in_one_place(self) -> Settings:
+        # The [twilio] keys of the first release keep working: they are [carriers.twilio].
+        legacy = self.twilio
+        if self.carriers.twilio is not None:
+            # Secret file paths stay in [twilio]: they are where the secrets are, not settings.
+            behaviour = legacy.model_fields_set - {"auth_token_file", "api_key_secret_file"}
+            if "twilio" in self.model_fields_set and behaviour:
+                raise ValueError(
+                    "twilio: configure Twilio in one place, [carriers.twilio] or the older [twilio] keys, not both"
+                )
+            return self
+        self.carriers.twilio = TwilioCarrierSettings(
+            verify=legacy.validate_signature,
+            api_base_url=legacy.api_base_url,
+            account_sid=legacy.account_sid,
+            api_key_sid=legacy.api_key_sid,
+        )
+        return self
 
     @model_validator(mode="after")
     def _routes_name_profiles(self) -> Settings:
@@ -481,6 +529,16 @@ class Secrets:
     tools_secret: SecretStr | None = None  # signs requests to tools and call webhooks
     twilio_api_key_secret: SecretStr | None = None
     refs: Mapping[SecretRef, SecretStr] = field(default_factory=dict)  # { env = ... } / { file = ... } values
+    carrier: Mapping[str, SecretStr] = field(default_factory=dict)  # by name, as the carriers' tables name them
+
+    def carrier_values(self) -> dict[str, str]:
+        """The carriers' secrets by name, as the dialects' factories take them (Twilio's included)."""
+        values = {name: value.get_secret_value() for name, value in self.carrier.items()}
+        if self.twilio_auth_token is not None:
+            values.setdefault("TWILIO_AUTH_TOKEN", self.twilio_auth_token.get_secret_value())
+        if self.twilio_api_key_secret is not None:
+            values.setdefault("TWILIO_API_KEY_SECRET", self.twilio_api_key_secret.get_secret_value())
+        return values
 
     def resolve(self, value: str | SecretRef) -> str:
         """A header value as sent: inline text, or the secret a reference names."""
@@ -645,6 +703,7 @@ def load_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -
         secrets.tools_secret,
         secrets.twilio_api_key_secret,
         *secrets.refs.values(),
+        *secrets.carrier.values(),
     ):
         if value is not None:
             REDACTOR.add(value.get_secret_value())
@@ -683,7 +742,24 @@ def _load_secrets(settings: Settings, env: Mapping[str, str]) -> Secrets:
             "Twilio API key secret",
         ),
         refs=_load_refs(settings, env),
+        carrier=_load_carrier_secrets(settings, env),
     )
+
+
+def _load_carrier_secrets(settings: Settings, env: Mapping[str, str]) -> dict[str, SecretStr]:
+    """Each answered carrier's secrets, by the names its table gives: the environment variable of
+    that name, else the systemd credential of that name in lower case. Missing ones are left out
+    (the carrier's factory says which it needs, and check-config reports it)."""
+    found: dict[str, SecretStr] = {}
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    for table in enabled_carriers(settings).values():
+        for name in table.secret_names():
+            value = env.get(name, "").strip()
+            if value:
+                found[name] = SecretStr(value)
+            elif cred_dir and (Path(cred_dir) / name.lower()).exists():
+                found[name] = _read_secret_file(Path(cred_dir) / name.lower(), f"secret {name}")
+    return found
 
 
 def _all_tool_lists(settings: Settings) -> list[tuple[list[WebhookTool], list[McpServer]]]:
@@ -724,10 +800,17 @@ def is_loopback(host: str) -> bool:
 def unverified_carriers(settings: Settings) -> list[str]:
     """Carriers whose webhook and media requests are taken without checking who sent them.
 
-    One entry per carrier with its own verification switch (today ``twilio.validate_signature``);
-    the rule about public addresses below applies to each the same way.
+    One entry per answered carrier with verification off (``carriers.NAME.verify = false``, or for
+    Twilio the older ``twilio.validate_signature = false``); the rule about public addresses below
+    applies to each the same way.
     """
-    return [] if settings.twilio.validate_signature else ["twilio"]
+    return [name for name, table in enabled_carriers(settings).items() if not table.verify]
+
+
+def enabled_carriers(settings: Settings) -> dict[str, CarrierSettings]:
+    """The carriers this service answers, with their tables: Twilio always, others once configured."""
+    tables = {name: getattr(settings.carriers, name) for name in registry.CARRIERS}
+    return {name: table for name, table in tables.items() if table is not None}
 
 
 # Hosts that bill per session and refuse a session without a key: OpenAI's and Azure OpenAI's.
@@ -773,16 +856,29 @@ def check_startup(settings: Settings, secrets: Secrets) -> StartupCheck:
             f"admin.host: value {settings.admin.host!r} is not allowed without an admin token: "
             "set BRIDGE_ADMIN_TOKEN or admin.token_file, or bind the admin port to 127.0.0.1"
         )
-    if settings.twilio.validate_signature and secrets.twilio_auth_token is None:
+    twilio_table = settings.carriers.twilio
+    if twilio_table is not None and twilio_table.verify and secrets.twilio_auth_token is None:
         problems.append(
             "twilio.validate_signature: value True is not allowed without a Twilio auth token: "
             "set TWILIO_AUTH_TOKEN, twilio.auth_token_file or the credential twilio_auth_token "
             "(for a test on 127.0.0.1 only, set twilio.validate_signature = false)"
         )
+
+    values = secrets.carrier_values()
+    for name, table in enabled_carriers(settings).items():
+        if name == "twilio" and problems and problems[-1].startswith("twilio."):
+            continue  # said above, in the words of the [twilio] keys
+        try:
+            registry.build(name, table, values)
+        except ValueError as exc:
+            problems.append(f"carriers.{name}: {exc}")
     server = settings.server
     unverified = unverified_carriers(settings)
     if unverified and not is_loopback(server.host):
-        switches = ", ".join(f"{name}.validate_signature = false" for name in unverified)
+        switches = ", ".join(
+            "twilio.validate_signature = false" if name == "twilio" else f"carriers.{name}.verify = false"
+            for name in unverified
+        )
         if not server.insecure_allow_unauthenticated_calls:
             problems.append(
                 f"server.host: value {server.host!r} is not allowed with {switches}: anyone who finds "

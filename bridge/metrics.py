@@ -126,7 +126,15 @@ TOKEN_KINDS: tuple[str, ...] = tuple(k.value for k in TokenKind if k is not Toke
 #: ``route`` → the ``reason`` values of ``bridge_refused_total`` that can occur there. ``other`` is
 #: any other path, or a request whose head never arrived whole.
 REFUSALS: dict[str, tuple[str, ...]] = {
-    "twiml": ("method_not_allowed", "body_timeout", "body_too_large", "bad_signature", "at_capacity", "draining"),
+    "answer": (
+        "method_not_allowed",
+        "body_timeout",
+        "body_too_large",
+        "bad_signature",
+        "not_configured",
+        "at_capacity",
+        "draining",
+    ),
     "media": ("bad_request", "head_timeout", "bad_signature", "at_capacity", "draining"),
     "other": ("head_timeout", "head_too_large", "bad_request", "too_many_pending", "not_found"),
 }

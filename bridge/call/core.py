@@ -274,6 +274,7 @@ class CallCore:
         self.mcp_log: list[dict[str, Any]] = []  # MCP listings and calls the API made
         self.tools: ToolBox | None = None
         self._writer: tel.Writer | None = None
+        self._framed = False  # the writer splits audio into frames of the carrier's size
         self._session_update: dict[str, Any] | None = None
         self._buffer: deque[str] = deque()
         self._pending_dtmf: list[str] = []
@@ -487,6 +488,7 @@ class CallCore:
         self._bytes_per_ms_session = 48.0 if session_format is SessionFormat.PCM16 else 8.0
         self.converter = make_converter(carrier_format, session_format)
         self._writer = self.carrier.writer(ev)
+        self._framed = hasattr(self._writer, "media_frames")
         if isinstance(session.turn_detection, LocalVad):
             self._vad_settings = session.turn_detection
             self._vad = EnergyVad(
@@ -906,7 +908,12 @@ class CallCore:
         mark = self._tracker.on_sent(ev.item_id, carrier_bytes / self.converter.carrier.bytes_per_ms, model_ms, now)
         self.stats.frames_out += 1
         self.stats.bytes_out += carrier_bytes
-        out: list[Action] = [SendCarrier(self._writer.media(payload)), SendCarrier(self._writer.mark(mark))]
+        if self._framed:
+            # The carrier takes audio only in frames of a fixed size (Vonage, Exotel).
+            out: list[Action] = [SendCarrier(frame) for frame in tel.media_frames(self._writer, payload)]
+            out.append(SendCarrier(self._writer.mark(mark)))
+        else:
+            out = [SendCarrier(self._writer.media(payload)), SendCarrier(self._writer.mark(mark))]
         if self._awaiting_first_audio:
             self._awaiting_first_audio = False
             if self._speech_end_at is not None:

@@ -40,7 +40,7 @@ from bridge.call.core import (
 )
 from bridge.call.readout import CallMeta
 from bridge.carrier.base import Carrier
-from bridge.carrier.twilio import Twilio
+from bridge.carrier.configured import build_carriers
 from bridge.config import Secrets, Settings
 from bridge.httpmsg import Failure, HttpRequest, HttpResult
 from bridge.outbound import Outbound
@@ -98,12 +98,22 @@ class WorkerContext:
     calls: dict[str, CallRunner] = field(default_factory=dict)
     draining: bool = False
     outbound: Outbound | None = None  # the worker's HTTP client (tools, transfers), set by run_worker
+    # The carriers this worker answers, by route name; built from the settings and secrets (a
+    # reload swaps both). Raises ValueError when one cannot be built: serve checks that first.
+    carriers: dict[str, Carrier] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.carriers:
+            self.carriers = build_carriers(self.settings, self.secrets)
+
+    def reconfigure(self, settings: Settings, secrets: Secrets) -> None:
+        """New settings for calls that start from now on (live calls keep theirs)."""
+        carriers = build_carriers(settings, secrets)
+        self.settings, self.secrets, self.carriers = settings, secrets, carriers
 
 
 class CallRunner:
-    def __init__(
-        self, ctx: WorkerContext, carrier: WebSocketConnection, remote: str = "", dialect: Carrier | None = None
-    ) -> None:
+    def __init__(self, ctx: WorkerContext, carrier: WebSocketConnection, remote: str, dialect: Carrier) -> None:
         self.ctx = ctx
         self.carrier = carrier
         self.remote = remote
@@ -114,7 +124,7 @@ class CallRunner:
         # context's for new calls only.
         self.settings = ctx.settings
         self.secrets = ctx.secrets
-        self.core = CallCore(self.settings, self.call_id, trio.current_time(), dialect or Twilio(), self.secrets)
+        self.core = CallCore(self.settings, self.call_id, trio.current_time(), dialect, self.secrets)
         # Model sessions by number: the call's audio goes to _current_model (a handover briefly
         # has two open; a reconnect none).
         self._models: dict[int, WebSocketConnection] = {}

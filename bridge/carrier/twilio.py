@@ -33,7 +33,6 @@ from bridge.carrier.base import (
     Stop,
 )
 from bridge.carrier.twilio_signature import signature_valid
-from bridge.config import Secrets, Settings
 from bridge.httpmsg import HttpRequest
 
 _DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
@@ -233,16 +232,3 @@ class Twilio:
         )
         return HttpRequest("POST", self._api_base_url + path, headers, body, timeout_s=10.0)
 
-
-def from_settings(settings: Settings, secrets: Secrets) -> Twilio:
-    """The Twilio carrier as configured (``[twilio]`` and the Twilio secrets)."""
-    token = secrets.twilio_auth_token.get_secret_value() if secrets.twilio_auth_token else None
-    key_sid, key_secret = settings.twilio.api_key_sid, secrets.twilio_api_key_secret
-    api_key = (key_sid, key_secret.get_secret_value()) if key_sid and key_secret else None
-    return Twilio(
-        token,
-        verify=settings.twilio.validate_signature,
-        api_base_url=settings.twilio.api_base_url,
-        account_sid=settings.twilio.account_sid,
-        api_key=api_key,
-    )

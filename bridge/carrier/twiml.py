@@ -10,42 +10,12 @@ to another number's TwiML (https://www.twilio.com/docs/voice/twiml). The request
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 # Twilio: "The combined length of each <Parameter> name and value must be under 500 characters."
 MAX_PARAMETER_LENGTH = 499
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
-
-
-def media_url(public_url: str | None, host_header: str | None, path: str = "/media") -> str:
-    """The wss:// URL Twilio should stream to.
-
-    ``server.public_url`` wins (it knows the TLS terminator's name); otherwise the request's
-    Host header, which is what a reverse proxy forwards.
-    """
-    if public_url:
-        parts = urlsplit(public_url)
-        scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
-        base = parts.path.rstrip("/")
-        return urlunsplit((scheme, parts.netloc, base + path, "", ""))
-    host = (host_header or "localhost").strip()
-    return f"wss://{host}{path}"
-
-
-def choose_profile(
-    routes: Sequence[tuple[str | None, str | None, str]], to: str | None, from_: str | None
-) -> str | None:
-    """First route whose patterns match; ``(to_pattern, from_pattern, profile)``."""
-    for to_pat, from_pat, profile in routes:
-        if to_pat is not None and (to is None or not fnmatch.fnmatchcase(to, to_pat)):
-            continue
-        if from_pat is not None and (from_ is None or not fnmatch.fnmatchcase(from_, from_pat)):
-            continue
-        return profile
-    return None
 
 
 def connect_stream(url: str, parameters: Mapping[str, str]) -> str:

@@ -1,13 +1,18 @@
-"""The public port: ``POST /twiml`` (voice webhook) and the ``/media`` WebSocket on one port.
+"""The public port: each carrier's voice webhook and media WebSocket, on one port.
+
+Routes (:mod:`bridge.server.routes`): ``/{carrier}/answer`` and ``/{carrier}/media`` for every
+carrier the configuration answers (``/twiml`` and ``/media`` stay Twilio's). What a carrier
+expects in answer, and how it authenticates its requests and stream upgrades, is its dialect's
+business (:class:`~bridge.carrier.base.Carrier`); the front door only asks.
 
 Each TCP connection gets its own task and its own try/except: trio's ``serve_listeners`` and
 trio-websocket both let one handler's exception end the whole server, and here a bad request
 must only ever cost its own connection.
 
-What this module decides it asks pure functions about (the signature in
-:mod:`bridge.carrier.twilio_signature`, room in :mod:`bridge.server.occupancy`, the documents in
-:mod:`bridge.carrier.twiml`); it only carries the answers out. Every refusal is counted in
-``bridge_refused_total`` with its route and reason and logged once.
+What this module decides it asks pure functions about (authentication and documents in the
+carrier's dialect, room in :mod:`bridge.server.occupancy`, routes in :mod:`bridge.server.routes`);
+it only carries the answers out. Every refusal is counted in ``bridge_refused_total`` with its
+route (``answer``, ``media`` or ``other``) and reason, and logged once.
 
 Bounds on bad traffic, per worker:
 
@@ -18,12 +23,14 @@ Bounds on bad traffic, per worker:
 * a carrier WebSocket message above ``server.max_message_bytes`` closes that call with 1009
   (trio-websocket's ``max_message_size``);
 * live calls are capped at ``server.max_calls_per_worker``: beyond it an upgrade gets 503, and
-  when every worker is full ``/twiml`` answers with the overflow document.
+  when every worker is full the voice webhook answers with the overflow document (Twilio's
+  TwiML; other carriers get 503, which their own failover handles).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -33,8 +40,9 @@ from trio_websocket import WebSocketConnection, wrap_server_stream
 
 from bridge import metrics
 from bridge.call.runner import CallRunner, WorkerContext
-from bridge.carrier import twilio, twiml
-from bridge.carrier.twilio_signature import request_url, signature_valid
+from bridge.carrier import twiml
+from bridge.carrier.base import Carrier, InboundRequest
+from bridge.carrier.twilio_signature import request_url
 from bridge.config import DEFAULT_OVERFLOW_MESSAGE
 from bridge.server.http import (
     BadRequest,
@@ -53,12 +61,11 @@ from bridge.server.occupancy import (
     has_room,
     takes_new_connections,
 )
+from bridge.server.routes import choose_profile, media_url, route, stream_path
 
 log = structlog.get_logger("bridge.frontdoor")
 
-MEDIA_PATH = "/media"
-TWIML_PATH = "/twiml"
-SIGNATURE_HEADER = "x-twilio-signature"
+FORM = "application/x-www-form-urlencoded"
 
 
 class _Pending:
@@ -145,66 +152,74 @@ class FrontDoor:
             self._refuse("other", exc.kind, detail=exc.reason, remote=self._remote(stream))
             await send_response(stream, exc.status, exc.reason.encode() + b"\n")
             return
+        target = route(request.path)
         if request.is_websocket:
-            await self._websocket(stream, request, became_call)
-        elif request.path == TWIML_PATH:
-            await self._twiml(stream, request)
+            await self._websocket(stream, request, target[0] if target and target[1] == "media" else None, became_call)
+        elif target is not None and target[1] == "answer":
+            await self._answer(stream, request, target[0])
         elif request.path in ("/healthz", "/"):
             await send_response(stream, 200, b"ok\n")
         else:
             self._refuse("other", "not_found", path=request.path[:200])
             await send_response(stream, 404, b"not found\n")
 
-    # --- signatures -----------------------------------------------------------------------
-    def _signed(self, request: Request, params: list[tuple[str, str]], *, websocket: bool) -> bool:
-        """True when signature checking is off or the request carries Twilio's signature."""
-        if not self.ctx.settings.twilio.validate_signature:
-            return True
-        token = self.ctx.secrets.twilio_auth_token
-        if token is None:  # serve refuses this configuration; an embedding must not get through
-            log.error("no_twilio_auth_token", detail="twilio.validate_signature is on without a token")
-            return False
+    # --- the carrier's view of a request -----------------------------------------------------
+    def _inbound(self, request: Request, *, websocket: bool, body: bytes = b"") -> InboundRequest:
+        """The request as the carrier sent (and signed) it: public URL, headers, form, arrival."""
         url = request_url(self.ctx.settings.server.public_url, request.headers, request.target, websocket=websocket)
-        return signature_valid(token.get_secret_value(), url, params, request.headers.get(SIGNATURE_HEADER))
+        form: list[tuple[str, str]] = []
+        if request.method == "POST" and request.headers.get("content-type", FORM).split(";")[0].strip() == FORM:
+            # Every repeated name kept, in order: carriers sign the form as sent.
+            form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return InboundRequest(request.method, url, request.headers, body, form, received_at=time.time())
+
+    def _carrier(self, name: str) -> Carrier | None:
+        return self.ctx.carriers.get(name)
 
     # --- the voice webhook ----------------------------------------------------------------
-    async def _twiml(self, stream: trio.SocketStream, request: Request) -> None:
+    async def _answer(self, stream: trio.SocketStream, request: Request, name: str) -> None:
+        carrier = self._carrier(name)
+        if carrier is None:
+            self._refuse("answer", "not_configured", carrier=name)
+            await send_response(stream, 404, f"carrier {name} is not configured ([carriers.{name}])\n".encode())
+            return
         if request.method not in ("POST", "GET"):
-            self._refuse("twiml", "method_not_allowed", method=request.method[:16])
+            self._refuse("answer", "method_not_allowed", method=request.method[:16])
             await send_response(stream, 405, b"use POST\n", extra={"Allow": "POST, GET"})
             return
         try:
             body = await read_body(stream, request, self._limits()) if request.method == "POST" else b""
         except BadRequest as exc:
-            self._refuse("twiml", exc.kind, detail=exc.reason)
+            self._refuse("answer", exc.kind, detail=exc.reason)
             await send_response(stream, exc.status, exc.reason.encode() + b"\n")
             return
-        # Twilio signs the URL (query included) plus the POST body's parameters only; every
-        # repeated name is kept. A GET's parameters are in the URL, so it signs no others.
-        posted = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-        form = dict(posted if request.method == "POST" else parse_qsl(request.query, keep_blank_values=True))
-        if not self._signed(request, posted, websocket=False):
-            self._refuse("twiml", "bad_signature", has_signature=SIGNATURE_HEADER in request.headers)
-            await send_response(stream, 403, b"invalid X-Twilio-Signature\n")
+        inbound = self._inbound(request, websocket=False, body=body)
+        if not carrier.verify_request(inbound):
+            self._refuse("answer", "bad_signature", carrier=name)
+            await send_response(stream, 403, b"request not authenticated\n")
             return
+        details = carrier.call_details(inbound)
         settings = self.ctx.settings
         if not anyone_has_room(self.occupancy.counts(), settings.server.max_calls_per_worker):
-            self._refuse("twiml", "draining" if self.ctx.draining else "at_capacity", to=form.get("To"))
-            await send_response(stream, 200, self._overflow_document(), "text/xml; charset=utf-8")
+            self._refuse("answer", "draining" if self.ctx.draining else "at_capacity", to=details.to_number)
+            if name == "twilio":
+                await send_response(stream, 200, self._overflow_document(), "text/xml; charset=utf-8")
+            else:
+                await send_response(stream, 503, b"at capacity\n", extra={"Retry-After": "5"})
             return
         routes = [(r.to, r.from_, r.profile) for r in settings.routes]
         params: dict[str, str] = {}
-        profile = twiml.choose_profile(routes, form.get("To"), form.get("From"))
+        profile = choose_profile(routes, details.to_number, details.from_number)
         if profile is not None:
             params["profile"] = profile
-        for key in ("From", "To", "CallSid"):
-            if form.get(key):
-                params[key.lower() if key != "CallSid" else "call_sid"] = form[key]
+        for key, value in (("from", details.from_number), ("to", details.to_number), ("call_sid", details.call_sid)):
+            if value:
+                params[key] = value
         host = request.headers.get("x-forwarded-host") or request.headers.get("host")
-        url = twiml.media_url(settings.server.public_url, host, MEDIA_PATH)
-        body_xml = twiml.connect_stream(url, params).encode()
-        log.info("twiml", to=form.get("To"), profile=profile or "default", stream_url=url)
-        await send_response(stream, 200, body_xml, "text/xml; charset=utf-8")
+        url = media_url(settings.server.public_url, host, stream_path(request.path, name))
+        answer = carrier.answer(url, params)
+        log.info("answer", carrier=name, to=details.to_number, profile=profile or "default", stream_url=url)
+        await send_response(stream, answer.status, answer.body, answer.content_type)
 
     def _overflow_document(self) -> bytes:
         overflow = self.ctx.settings.server.overflow
@@ -213,28 +228,31 @@ class FrontDoor:
         return twiml.say_and_hang_up(overflow.message or DEFAULT_OVERFLOW_MESSAGE).encode()
 
     # --- the media stream -----------------------------------------------------------------
-    async def _websocket(self, stream: trio.SocketStream, request: Request, became_call: Callable[[], None]) -> None:
+    async def _websocket(
+        self, stream: trio.SocketStream, request: Request, name: str | None, became_call: Callable[[], None]
+    ) -> None:
+        carrier = self._carrier(name) if name is not None else None
         async with trio.open_nursery() as nursery:
-            ws = await self._handshake(nursery, stream, request)
+            ws = await self._handshake(nursery, stream, request, carrier)
             if ws is not None:
+                assert carrier is not None
                 became_call()
                 self.live += 1
                 self.publish()
                 try:
-                    dialect = twilio.from_settings(self.ctx.settings, self.ctx.secrets)
-                    await CallRunner(self.ctx, ws, self._remote(stream), dialect).run()
+                    await CallRunner(self.ctx, ws, self._remote(stream), carrier).run()
                 finally:
                     self.live -= 1
                     self.publish()
             nursery.cancel_scope.cancel()
 
     async def _handshake(
-        self, nursery: trio.Nursery, stream: trio.SocketStream, request: Request
+        self, nursery: trio.Nursery, stream: trio.SocketStream, request: Request, carrier: Carrier | None
     ) -> WebSocketConnection | None:
         """The upgrade, admitted (the call's WebSocket) or refused (None). It is part of the
         request phase and shares its time limit."""
         server = self.ctx.settings.server
-        route = "media" if request.path == MEDIA_PATH else "other"
+        route = "media" if carrier is not None else "other"
         problem = request.handshake_problem()
         if problem is not None:
             self._refuse(route, "bad_request", detail=problem)
@@ -250,7 +268,7 @@ class FrontDoor:
                 # Drained continuously by the call's reader; depth absorbs scheduling jitter.
                 message_queue_size=32,
             )
-            status, reason, why = self._admit(request)
+            status, reason, why = self._admit(request, carrier)
             if status == 101:
                 return await ws_request.accept()
             refused = True
@@ -261,15 +279,15 @@ class FrontDoor:
             self._refuse(route, "head_timeout", detail="WebSocket handshake not completed in time")
         return None
 
-    def _admit(self, request: Request) -> tuple[int, str, str]:
+    def _admit(self, request: Request, carrier: Carrier | None) -> tuple[int, str, str]:
         """``(status, refusal reason, body)`` for an upgrade; 101 admits it.
 
-        The signature comes first: a client that cannot sign learns nothing about our state.
+        Authentication comes first: a client that cannot prove itself learns nothing about our state.
         """
-        if request.path != MEDIA_PATH:
-            return 404, "not_found", "no WebSocket here; the media stream is at /media"
-        if not self._signed(request, [], websocket=True):
-            return 403, "bad_signature", "invalid X-Twilio-Signature"
+        if carrier is None:
+            return 404, "not_found", "no WebSocket here; streams go to /{carrier}/media of a configured carrier"
+        if not carrier.verify_upgrade(self._inbound(request, websocket=True)):
+            return 403, "bad_signature", "upgrade not authenticated"
         if self.ctx.draining:
             return 503, "draining", "draining: not accepting new calls"
         if not self.has_room():

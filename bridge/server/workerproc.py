@@ -163,8 +163,7 @@ class WorkerProcess:
             return
         needs_restart = restart_only_changes(self.ctx.settings, settings)
         # Live calls keep the settings their CallCore captured at start; only new calls see these.
-        self.ctx.settings = settings
-        self.ctx.secrets = secrets
+        self.ctx.reconfigure(settings, secrets)  # check_startup above built every carrier already
         if self.ctx.outbound is not None:
             tools_secret = secrets.tools_secret
             self.ctx.outbound.signing_secret = tools_secret.get_secret_value() if tools_secret else None

@@ -22,7 +22,6 @@ from urllib.parse import urlencode
 import pytest
 import trio
 from prometheus_client import REGISTRY
-from pydantic import SecretStr
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 from twilio.request_validator import RequestValidator
 
@@ -73,12 +72,11 @@ def twilio_signature(url: str, pairs: Sequence[tuple[str, str]] = ()) -> str:
 def signed_stack(**overrides: Any) -> Any:
     """A stack that checks signatures with ``TOKEN``, reached as ``PUBLIC``."""
     server = {"public_url": PUBLIC, **overrides.pop("server", {})}
-    return open_stack(overrides={"twilio": {"validate_signature": True}, "server": server, **overrides}, simulator=SIM)
-
-
-def give_token(stack: Stack) -> None:
-    # The stack has no Twilio token of its own; the front door reads the context's on each request.
-    stack.ctx.secrets = dataclasses.replace(stack.ctx.secrets, twilio_auth_token=SecretStr(TOKEN))
+    return open_stack(
+        overrides={"twilio": {"validate_signature": True}, "server": server, **overrides},
+        simulator=SIM,
+        env={"TWILIO_AUTH_TOKEN": TOKEN},
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +194,6 @@ async def assert_byte_exact(stack: Stack, results: list[CallResult], count: int)
 def test_webhook_signed_by_twilio_is_answered_and_any_other_is_refused() -> None:
     async def main() -> None:
         async with signed_stack() as stack:
-            give_token(stack)
             repeated = [*WEBHOOK, ("Tag", "b"), ("Tag", "a")]
             for target, pairs in (("/twiml", WEBHOOK), ("/twiml?tenant=acme&x=%2F", WEBHOOK), ("/twiml", repeated)):
                 signature = twilio_signature(PUBLIC + target, pairs)
@@ -205,7 +202,7 @@ def test_webhook_signed_by_twilio_is_answered_and_any_other_is_refused() -> None
                 stream = ET.fromstring(reply.body).find("Connect/Stream")
                 assert stream is not None and stream.get("url") == "wss://bridge.example.com/media"
 
-            before = refused("twiml", "bad_signature")
+            before = refused("answer", "bad_signature")
             good = twilio_signature(PUBLIC + "/twiml?tenant=acme", WEBHOOK)
             tampered_value = [(n, "+19995550000" if n == "To" else v) for n, v in WEBHOOK]
             bad: list[tuple[str, list[tuple[str, str]], str | None]] = [
@@ -222,15 +219,15 @@ def test_webhook_signed_by_twilio_is_answered_and_any_other_is_refused() -> None
                 reply = await exchange(stack, post_twiml(stack, target, pairs, signature))
                 assert reply.status == 403, (target, reply)
                 assert b"<Response>" not in reply.body
-            assert refused("twiml", "bad_signature") - before == len(bad)
+            assert refused("answer", "bad_signature") - before == len(bad)
 
     run(main)
 
 
 def test_webhook_url_from_forwarded_headers_without_public_url() -> None:
     async def main() -> None:
-        async with open_stack(overrides={"twilio": {"validate_signature": True}}, simulator=SIM) as stack:
-            give_token(stack)
+        env = {"TWILIO_AUTH_TOKEN": TOKEN}
+        async with open_stack(overrides={"twilio": {"validate_signature": True}}, simulator=SIM, env=env) as stack:
             url = "https://edge.example.org/twiml?t=1"
             request = post_twiml(stack, "/twiml?t=1", WEBHOOK, twilio_signature(url, WEBHOOK))
             forwarded = request.replace(
@@ -245,7 +242,6 @@ def test_webhook_url_from_forwarded_headers_without_public_url() -> None:
 def test_upgrade_signed_by_twilio_runs_the_call_and_any_other_is_refused() -> None:
     async def main() -> None:
         async with signed_stack() as stack:
-            give_token(stack)
             results: list[CallResult] = []
 
             async def signed_call(query: str) -> None:
@@ -402,7 +398,7 @@ def test_call_beyond_the_limit_gets_the_overflow_and_live_calls_are_untouched() 
         async with open_stack(overrides=overrides, simulator=SIM) as stack:
             async with trio.open_nursery() as nursery:
                 results = await start_good_calls(stack, nursery, 2)
-                twiml_before, media_before = refused("twiml", "at_capacity"), refused("media", "at_capacity")
+                twiml_before, media_before = refused("answer", "at_capacity"), refused("media", "at_capacity")
                 # Call 3: the webhook answers with the overflow document...
                 reply = await exchange(stack, post_twiml(stack, "/twiml", WEBHOOK, None))
                 assert reply.status == 200 and reply.headers["content-type"].startswith("text/xml")
@@ -414,7 +410,7 @@ def test_call_beyond_the_limit_gets_the_overflow_and_live_calls_are_untouched() 
                     async with open_websocket_url(stack.media_url):
                         pass
                 assert info.value.status_code == 503
-                assert refused("twiml", "at_capacity") - twiml_before == 1
+                assert refused("answer", "at_capacity") - twiml_before == 1
                 assert refused("media", "at_capacity") - media_before == 1
             await assert_byte_exact(stack, results, 2)
             assert len(stack.simulator.sessions) == 2  # the refused call never reached the model

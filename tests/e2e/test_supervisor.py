@@ -579,7 +579,7 @@ def test_admission_across_workers_sees_every_workers_calls(tmp_path: Path) -> No
             for sid in ("CA" + "a" * 32, "CA" + "b" * 32):
                 assert results[sid].ok, results[sid]
             _, metrics_body = await http(svc.admin_port, "GET", "/metrics")
-            assert b'bridge_refused_total{reason="at_capacity",route="twiml"} 1.0' in metrics_body
+            assert b'bridge_refused_total{reason="at_capacity",route="answer"} 1.0' in metrics_body
             assert b'bridge_refused_total{reason="at_capacity",route="media"} 1.0' in metrics_body
 
             # Once the bridge has finalised the calls there is room again.

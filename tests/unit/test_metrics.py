@@ -267,7 +267,7 @@ WORKER = textwrap.dedent(
     m.frames_total.labels(direction="to_model").inc(frames)
     m.calls_ended_total.labels(outcome="drain").inc()
     m.response_latency_seconds.observe(0.3)
-    m.refused_total.labels(route="twiml", reason="at_capacity").inc()
+    m.refused_total.labels(route="answer", reason="at_capacity").inc()
     print(os.getpid())
     """
 )
@@ -330,7 +330,7 @@ def test_multiprocess_sums_across_processes_and_drops_dead_live_gauges(mp_env: d
     assert _value(merged, "bridge_calls_ended_total", outcome="drain") == 2
     assert _value(merged, "bridge_response_latency_seconds_count") == 2
     assert _value(merged, "bridge_response_latency_seconds_bucket", le="0.3") == 2
-    assert _value(merged, "bridge_refused_total", route="twiml", reason="at_capacity") == 2
+    assert _value(merged, "bridge_refused_total", route="answer", reason="at_capacity") == 2
     # One build_info series for the whole service, not one per process.
     (build,) = [k for k in merged if k[0] == "bridge_build_info"]
     assert merged[build] == 1 and "pid" not in dict(build[1])

@@ -6,14 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bridge.carrier.twiml import (
-    MAX_PARAMETER_LENGTH,
-    choose_profile,
-    connect_stream,
-    media_url,
-    redirect,
-    say_and_hang_up,
-)
+from bridge.carrier.twiml import MAX_PARAMETER_LENGTH, connect_stream, redirect, say_and_hang_up
+from bridge.server.routes import choose_profile, media_url, route, stream_path
 
 # --- media_url ----------------------------------------------------------------------------
 
@@ -167,3 +161,30 @@ def test_redirect() -> None:
     assert [child.tag for child in root] == ["Redirect"]
     assert root[0].text == "https://example.com/busy?a=1&b=2"
     assert root[0].get("method") == "POST"
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/twiml", ("twilio", "answer")),
+        ("/media", ("twilio", "media")),
+        ("/twilio/answer", ("twilio", "answer")),
+        ("/telnyx/answer", ("telnyx", "answer")),
+        ("/vonage/media", ("vonage", "media")),
+        ("/exotel/media/", ("exotel", "media")),
+        ("/nobody/answer", None),
+        ("/telnyx/other", None),
+        ("/", None),
+    ],
+)
+def test_every_carrier_has_an_answer_and_a_media_route(path: str, expected: tuple[str, str] | None) -> None:
+    assert route(path) == expected
+
+
+def test_twilio_legacy_answer_keeps_pointing_at_media() -> None:
+    assert stream_path("/twiml", "twilio") == "/media"
+    assert stream_path("/twilio/answer", "twilio") == "/twilio/media"
+    assert stream_path("/plivo/answer", "plivo") == "/plivo/media"
