@@ -90,7 +90,10 @@ __all__ = [
     "mcp_events_total",
     "metric_types",
     "model_errors_total",
+    "model_gap_seconds",
+    "model_handovers_total",
     "model_races_total",
+    "model_reconnects_total",
     "multiprocess_enabled",
     "prepare_multiprocess_dir",
     "protocol_errors_total",
@@ -275,6 +278,27 @@ mcp_events_total: Counter = Counter(
 )
 
 # ---------------------------------------------------------------------------------------------
+# Model sessions replaced mid-call
+
+model_reconnects_total: Counter = Counter(
+    "bridge_model_reconnects_total",
+    "Model sessions lost mid-call, by cause (closed, ping_timeout, session_expired) and result "
+    "(restored: a new session took over; failed: the call ended).",
+    ["cause", "result"],
+)
+model_handovers_total: Counter = Counter(
+    "bridge_model_handovers_total",
+    "Model sessions replaced before they aged out, by cause (age: at a quiet moment; age_forced: "
+    "the deadline came first).",
+    ["cause"],
+)
+model_gap_seconds: Histogram = Histogram(
+    "bridge_model_gap_seconds",
+    "From losing a model session to its replacement taking the call's audio, in seconds.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
+
+# ---------------------------------------------------------------------------------------------
 # Call webhooks (supervisor side)
 
 webhook_deliveries_total: Counter = Counter(
@@ -338,6 +362,9 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     tool_calls_total,
     tool_duration_seconds,
     mcp_events_total,
+    model_reconnects_total,
+    model_handovers_total,
+    model_gap_seconds,
     webhook_deliveries_total,
     webhooks_pending,
     workers_alive,

@@ -84,6 +84,13 @@ class WorkerHooks:
         elif kind is NoteKind.MCP:
             server = str(f.get("server_label") or "unknown")[:64]
             metrics.mcp_events_total.labels(server_label=server, kind=f["kind"], status=f["status"]).inc()
+        elif kind is NoteKind.RECONNECT and f.get("phase") in ("restored", "failed"):
+            result = "restored" if f["phase"] == "restored" else "failed"
+            metrics.model_reconnects_total.labels(cause=str(f.get("cause", "unknown"))[:32], result=result).inc()
+            if result == "restored":
+                metrics.model_gap_seconds.observe(f.get("gap_ms", 0) / 1000)
+        elif kind is NoteKind.HANDOVER and f.get("phase") == "done":
+            metrics.model_handovers_total.labels(cause=str(f.get("cause", "age"))[:32]).inc()
         elif kind is NoteKind.RESPONSE_DONE and f.get("status") == "completed":
             metrics.turns_total.inc()
             self.flush(call)

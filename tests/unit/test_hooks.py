@@ -87,3 +87,19 @@ def test_token_kinds_are_the_meters_and_transcription_time_is_seconds() -> None:
         metrics.calls_active.dec()
 
     trio.run(main)
+
+
+def test_reconnects_handovers_and_gaps_are_counted_by_cause() -> None:
+    hooks = WorkerHooks(None)
+    restored = Note(NoteKind.RECONNECT, {"phase": "restored", "cause": "closed", "gap_ms": 350})
+    gaps_before = value("bridge_model_gap_seconds_count")
+    sum_before = value("bridge_model_gap_seconds_sum")
+    assert counted(hooks, restored, "bridge_model_reconnects_total", cause="closed", result="restored") == 1
+    assert value("bridge_model_gap_seconds_count") - gaps_before == 1
+    assert value("bridge_model_gap_seconds_sum") - sum_before == pytest.approx(0.35)
+    lost = Note(NoteKind.RECONNECT, {"phase": "lost", "cause": "closed"})
+    assert counted(hooks, lost, "bridge_model_reconnects_total", cause="closed", result="restored") == 0
+    failed = Note(NoteKind.RECONNECT, {"phase": "failed", "cause": "ping_timeout", "gap_ms": 5000})
+    assert counted(hooks, failed, "bridge_model_reconnects_total", cause="ping_timeout", result="failed") == 1
+    done = Note(NoteKind.HANDOVER, {"phase": "done", "cause": "age"})
+    assert counted(hooks, done, "bridge_model_handovers_total", cause="age") == 1

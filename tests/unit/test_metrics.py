@@ -75,7 +75,7 @@ def _exercise_all() -> None:
 def test_all_metrics_lists_every_module_level_metric() -> None:
     defined = {id(v) for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)}
     assert defined == {id(m) for m in metrics.ALL_METRICS}
-    assert len(metrics.ALL_METRICS) == 30
+    assert len(metrics.ALL_METRICS) == 33
 
 
 def test_metric_types_and_naming_conventions() -> None:
@@ -105,6 +105,9 @@ def test_metric_types_and_naming_conventions() -> None:
         "bridge_tool_calls_total": "counter",
         "bridge_tool_duration_seconds": "histogram",
         "bridge_mcp_events_total": "counter",
+        "bridge_model_reconnects_total": "counter",
+        "bridge_model_handovers_total": "counter",
+        "bridge_model_gap_seconds": "histogram",
         "bridge_webhook_deliveries_total": "counter",
         "bridge_webhooks_pending": "gauge",
         "bridge_workers_alive": "gauge",
