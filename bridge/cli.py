@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     d = add("demo", help="the whole path on this machine: simulator, bridge, simulated calls")
-    d.add_argument("--calls", type=int, default=3)
+    d.add_argument("--calls", type=int, default=4)
     d.add_argument("--fast", action="store_true", help="callers send audio faster than real time")
     d.set_defaults(func=cmd_demo)
 
