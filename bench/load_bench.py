@@ -717,7 +717,7 @@ def _short(frame: str) -> str:
     return f"{path}:{name}"
 
 
-# --- targets (issue 16; DESIGN.md "How fast") ------------------------------------------------------
+# --- targets (the project's performance goals) ------------------------------------------------------
 
 REFERENCE_CALLS = 50  # the load at which CPU, p99 and memory are checked
 TARGET_CPU_RATIO = 0.5  # bridge's core per call ≤ this × the baseline's, same run

@@ -57,7 +57,7 @@ _MAX_IDLE_TIMEOUT_MS = 600_000
 
 
 class ServerVad(BaseModel):
-    """OpenAI's volume-based turn detection (reference §3.1)."""
+    """OpenAI's volume-based turn detection (https://platform.openai.com/docs/guides/realtime-vad)."""
 
     model_config = _STRICT
     type: Literal["server_vad"] = "server_vad"
@@ -70,7 +70,7 @@ class ServerVad(BaseModel):
 
 
 class SemanticVad(BaseModel):
-    """OpenAI's word-based end-of-turn model (reference §3.2)."""
+    """OpenAI's word-based end-of-turn model (https://platform.openai.com/docs/guides/realtime-vad)."""
 
     model_config = _STRICT
     type: Literal["semantic_vad"] = "semantic_vad"

@@ -1,4 +1,4 @@
-"""The openai package's GA Realtime event types as pydantic TypeAdapters (reference §7.3).
+"""The openai package's GA Realtime event types as pydantic TypeAdapters.
 
 The SDK's unions are ``Annotated[Union[...], PropertyInfo(discriminator="type")]``; re-annotating
 the inner union with a real pydantic discriminator gives O(1) dispatch and short errors. The SDK

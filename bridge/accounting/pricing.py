@@ -5,8 +5,10 @@ keys: a misspelt price must be an error at start-up, not a silent default that u
 call. All prices are USD.
 
 Realtime and token-billed transcription prices are USD per 1M tokens, as OpenAI publishes them.
-Sources: /work/shared/reference/openai-realtime.md §5.3 for the Realtime models; the transcription
-prices are from the OpenAI pricing page as of 2026.
+Sources: OpenAI's model pages for the Realtime models (e.g.
+https://platform.openai.com/docs/models/gpt-realtime, .../gpt-realtime-mini,
+.../gpt-realtime-2, .../gpt-4o-realtime-preview) and https://openai.com/api/pricing/ for the
+transcription models, as published in 2026.
 """
 
 from __future__ import annotations
@@ -81,14 +83,15 @@ class TranscriptionPrice(BaseModel):
 
 def _realtime(text_in: float, text_cached: float, text_out: float, audio_in: float,
               audio_cached: float, audio_out: float, image_in: float | None = None) -> ModelPrice:
-    # Argument order follows the columns of the reference table (§5.3) so each row below can be
-    # checked against it by eye.
+    # Argument order follows the columns of OpenAI's pricing table (text in, cached, out; audio in,
+    # cached, out; image in) so each row below can be checked against it by eye.
     return ModelPrice(text_input=text_in, cached_text_input=text_cached, text_output=text_out,
                       audio_input=audio_in, cached_audio_input=audio_cached, audio_output=audio_out,
                       image_input=image_in)
 
 
-# Reference §5.3. Image input ($5.00/1M) is published for the gpt-realtime* family only.
+# USD per 1M tokens (https://openai.com/api/pricing/). Image input ($5.00/1M) is published for the
+# gpt-realtime* family only.
 DEFAULT_MODEL_PRICES: dict[str, ModelPrice] = {
     "gpt-realtime": _realtime(4.00, 0.40, 16.00, 32.00, 0.40, 64.00, 5.00),
     "gpt-realtime-1.5": _realtime(4.00, 0.40, 16.00, 32.00, 0.40, 64.00, 5.00),
@@ -104,7 +107,8 @@ DEFAULT_MODEL_PRICES: dict[str, ModelPrice] = {
     "gpt-4o-mini-realtime-preview": _realtime(0.60, 0.30, 2.40, 10.00, 0.30, 20.00),
 }
 
-# OpenAI pricing page as of 2026 (gpt-realtime-whisper: reference §5.3).
+# https://openai.com/api/pricing/ as of 2026 (gpt-realtime-whisper:
+# https://platform.openai.com/docs/models/gpt-realtime-whisper).
 DEFAULT_TRANSCRIPTION_PRICES: dict[str, TranscriptionPrice] = {
     "gpt-4o-transcribe": TranscriptionPrice(text_input=2.50, audio_input=6.00, text_output=10.00),
     "gpt-4o-mini-transcribe": TranscriptionPrice(text_input=1.25, audio_input=3.00, text_output=5.00),

@@ -59,7 +59,7 @@ async def connect(
             url,
             ssl_context=ssl_context,
             extra_headers=realtime_headers(settings, api_key),
-            # Server events can exceed 1 MiB (reference §6).
+            # Server events can exceed 1 MiB (https://github.com/BerriAI/litellm/issues/15747).
             max_message_size=settings.max_message_bytes,
             # Deep enough that a burst of deltas never stalls the library's reader (which
             # would stop it answering pings); a dedicated task drains it continuously.

@@ -1,7 +1,8 @@
 """The GA ``session.update`` a call sends, built from its session settings. Pure.
 
-GA shape only (reference §2.3): ``session.type`` is required, audio settings are nested under
-``audio.input``/``audio.output``, formats are MIME-typed objects. Beta keys are rejected by the
+GA shape only (https://platform.openai.com/docs/api-reference/realtime-client-events/session/update):
+``session.type`` is required, audio settings are nested under ``audio.input``/``audio.output``,
+formats are MIME-typed objects. Beta keys are rejected by the
 API, and a missing ``session.type`` makes the server keep its defaults silently, so this module
 is the one place the shape is written.
 """
@@ -79,7 +80,8 @@ def greeting_response(settings: SessionSettings, parameters: Mapping[str, str] |
 
 
 def format_mismatch(sent: dict[str, Any], updated_session: Mapping[str, Any]) -> str | None:
-    """Compare ``session.updated`` with what we asked for (pitfall §8.4: silent format fallback)."""
+    """Compare ``session.updated`` with what we asked for (a format the server did not apply is silent static:
+    https://github.com/openai/openai-agents-js/pull/1366)."""
     try:
         audio = updated_session["audio"]
         got_in = audio["input"]["format"]["type"]

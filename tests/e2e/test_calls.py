@@ -273,14 +273,8 @@ def test_unknown_path_and_plain_http_on_the_public_port() -> None:
     run(main)
 
 
-def test_wav_fixtures_are_the_shared_recordings() -> None:
-    # The tests depend on the bundled copies being the shared recordings, byte for byte.
-    shared = Path(__file__).resolve().parents[3] / "shared" / "audio"
-    if not shared.exists():
-        pytest.skip("../shared not present")
-    bundled_dir = Path(__file__).resolve().parents[2] / "bridge" / "data"
+def test_bundled_recordings_are_long_enough_for_the_tests() -> None:
     for name in (CALLER_ULAW, CALLER_ALAW):
-        assert (shared / name).read_bytes() == (bundled_dir / name).read_bytes()
         assert bundled(name).duration_ms > 8000
 
 

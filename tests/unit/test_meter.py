@@ -7,7 +7,8 @@ import pytest
 from bridge.accounting.meter import UsageMeter
 from bridge.accounting.pricing import PricingConfig
 
-# The usage block of reference §5.1.
+# A response.done usage block as the API reports it
+# (https://platform.openai.com/docs/api-reference/realtime-server-events/response/done).
 EXAMPLE_USAGE: dict[str, Any] = {
     "total_tokens": 821, "input_tokens": 789, "output_tokens": 32,
     "input_token_details": {"text_tokens": 313, "audio_tokens": 476, "image_tokens": 0,
@@ -51,7 +52,7 @@ def test_reference_example_on_gpt_realtime() -> None:
 
 def test_dated_name_and_accumulation_across_responses() -> None:
     # gpt-realtime-mini: text 0.60, cached text 0.06, audio 10.00, cached audio 0.30,
-    # text out 2.40, audio out 20.00. Two responses of the §5.1 example, doubled counts:
+    # text out 2.40, audio out 20.00. Two responses of the example above, doubled counts:
     #   57×2×0.60 + 256×2×0.06 + 92×2×10 + 384×2×0.30 + 9×2×2.40 + 23×2×20
     #   = 68.4 + 30.72 + 1840 + 230.4 + 43.2 + 920 = 3132.72 per 1M → $0.00313272
     m = UsageMeter("gpt-realtime-mini-2025-10-06", PRICING)

@@ -17,7 +17,8 @@ except ModuleNotFoundError:  # bare `pytest` does not put the repository root on
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.openai_types import validate_client, validate_server
 
-# Realistic GA server events (reference §4.2; shapes checked against the SDK below).
+# Realistic GA server events (https://platform.openai.com/docs/api-reference/realtime-server-events;
+# shapes checked against the SDK below).
 SESSION = {
     "type": "realtime",
     "object": "realtime.session",
