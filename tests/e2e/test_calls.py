@@ -12,19 +12,10 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from bridge.audio.wavfile import CALLER_ALAW, CALLER_ULAW, bundled
-from bridge.testing.caller import ALAW, MULAW, CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.caller import ALAW, MULAW, CallResult, Pause, Say, WaitForReply
 from bridge.testing.simulator import SimulatorOptions, assistant_audio
 from bridge.testing.stack import Stack, open_stack
-
-
-def run(fn: Any, *args: Any) -> Any:
-    return trio.run(fn, *args)
-
-
-async def call(stack: Stack, **kw: Any) -> CallResult:
-    opts = CallerOptions(url=stack.media_url, **kw)
-    with trio.fail_after(60):
-        return await run_call(opts)
+from tests.e2e.conftest import call, run
 
 
 def session_for(stack: Stack, result: CallResult) -> Any:

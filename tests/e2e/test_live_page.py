@@ -19,8 +19,8 @@ import trio
 
 from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, run_call
 from bridge.testing.stack import Stack, open_stack
+from tests.e2e.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--headless",
