@@ -76,7 +76,7 @@ class CallerOptions:
     from_number: str | None = None  # the caller's number, where the carrier's start carries it
     to_number: str | None = None
     credentials: Credentials | None = None  # None: present no credentials
-    bearer_token: str | None = None  # SignalWire: the answer's authBearerToken, sent on the upgrade
+    bearer_token: str | None = field(default=None, repr=False)  # SignalWire: the answer's authBearerToken
     signed_url: str | None = None
     """The stream URL as the carrier requested (and signed) it; default: ``url`` with ``wss://``
     (a carrier connects over TLS; a loopback test connects the same path over plain ``ws://``)."""

@@ -53,12 +53,12 @@ class StreamSetup:
     """
 
     carrier: str
-    url: str
+    url: str = field(repr=False)  # Exotel's holds its credentials
     audio_format: str
     params: dict[str, str] = field(default_factory=dict)
-    attributes: dict[str, str] = field(default_factory=dict)
-    bearer_token: str | None = None  # SignalWire's authBearerToken
-    basic: tuple[str, str] | None = None  # Exotel: user-info written into the URL
+    attributes: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a token
+    bearer_token: str | None = field(default=None, repr=False)  # SignalWire's authBearerToken
+    basic: tuple[str, str] | None = field(default=None, repr=False)  # Exotel: user-info in the URL
     authorization: bool = False  # Vonage: the NCCO asks for the signed JWT on the upgrade
 
     def caller_options(
