@@ -164,8 +164,9 @@ def converted(convert: Any, pieces: list[bytes]) -> bytes:
 
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    reference, test = reference.astype(np.float64), test.astype(np.float64)  # no int overflow
     noise = float(np.sum((test - reference) ** 2))
-    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    signal = float(np.sum(reference**2))
     return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
 
 
@@ -174,6 +175,7 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
 # which is about 90 dB below speech at this level; one G.711 step where the session is G.711).
 # 50 dB leaves room for that and is far above what any real fault gives: a byte-order slip, a
 # lost or repeated 20 ms frame, or audio one sample out of step all measure below 20 dB.
+# (Measured: every pair here is identical, SNR infinite; one sample out of step gives 2-12 dB.)
 MIN_SNR_DB = 50.0
 
 
