@@ -22,6 +22,7 @@ import trio
 
 from bridge.accounting.store import SqliteRecordStore
 from bridge.audio.wavfile import CALLER_ULAW, bundled
+from bridge.call.runner import CallRunner
 from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
 from bridge.testing.simulator_server import SimulatorServer
 from bridge.testing.stack import Stack
@@ -41,6 +42,16 @@ async def call(stack: Stack, *, timeout_s: float = 60.0, **options: Any) -> Call
     """One simulated Twilio call against ``stack``'s media URL, bounded by ``timeout_s``."""
     with trio.fail_after(timeout_s):
         return await run_call(CallerOptions(url=stack.media_url, **options))
+
+
+async def runner_for(stack: Stack, result: CallResult, timeout_s: float = 5.0) -> CallRunner:
+    """The bridge's runner of a finished simulated call (waits until the bridge has finalised it)."""
+    with trio.fail_after(timeout_s):
+        while True:
+            for runner in stack.hooks.finished:
+                if runner.core.call_sid == result.call_sid:
+                    return runner
+            await trio.sleep(0.02)
 
 
 def free_port() -> int:

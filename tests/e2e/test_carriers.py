@@ -44,7 +44,6 @@ from bridge.carrier import streamtoken
 from bridge.testing.callers import (
     CALLERS,
     CallerOptions,
-    CallResult,
     Credentials,
     Pause,
     Say,
@@ -59,6 +58,7 @@ from bridge.testing.callers import (
 from bridge.testing.callers.audio import linear, recording
 from bridge.testing.simulator import SimulatedSession, SimulatorOptions
 from bridge.testing.stack import Stack, open_stack
+from tests.e2e.conftest import runner_for
 
 FROM, TO = "+15550100001", "+15550100002"
 PROFILE = "sales"
@@ -125,13 +125,6 @@ async def answer(stack: Stack, carrier: str, call: WebhookCall, credentials: Cre
     reply = await fetch_answer(base_url(stack), carrier, call, credentials)
     assert reply.status == 200, reply
     return CALLERS[carrier].parse_answer(reply.body, reply.content_type)
-
-
-def runner_for(stack: Stack, result: CallResult) -> CallRunner:
-    for runner in stack.hooks.finished:
-        if runner.core.call_sid == result.call_sid:
-            return runner
-    raise AssertionError(f"call {result.call_sid} not finalised by the bridge")
 
 
 def speech(fmt: AudioFormat, start_ms: int = 100, ms: int = 1200) -> bytes:
@@ -263,7 +256,7 @@ def test_a_call_through_each_carrier_in_each_format(carrier: str, fmt_id: str, s
 
             # The profile and the parameters chosen at the answer reached the call.
             await stack.wait_idle()
-            runner = runner_for(stack, result)
+            runner = await runner_for(stack, result)
             core = runner.core
             assert core.profile == PROFILE
             assert {k: core.parameters.get(k) for k in ("profile", "from", "to")} == {
@@ -348,7 +341,7 @@ def test_barge_in_clears_with_the_carriers_semantics_and_truncates_at_the_heard_
             result = await run_call(options)
             assert result.ok and result.errors == []
             await stack.wait_idle()
-            core = runner_for(stack, result).core
+            core = (await runner_for(stack, result)).core
             assert core.stats.barge_ins == 1
             (sim,) = stack.simulator.sessions
             (clear,) = result.clears
@@ -475,7 +468,7 @@ def test_forged_or_missing_authentication_is_refused_and_the_carriers_own_is_adm
             # The call ran: all the caller said reached the model (a pcmu session: 8 bytes a ms).
             assert abs(len(sim.appended_audio) / 8 - result.ms(len(result.audio_sent))) <= 1
             await stack.wait_idle()
-            assert runner_for(stack, result).core.profile == PROFILE
+            assert (await runner_for(stack, result)).core.profile == PROFILE
 
     trio.run(main)
 

@@ -23,7 +23,7 @@ from bridge.testing.simulator import (
     SimulatorOptions,
 )
 from bridge.testing.stack import Stack, open_stack
-from tests.e2e.conftest import call, run
+from tests.e2e.conftest import call, run, runner_for
 
 FAST = SimulatorOptions(speed=8.0, response_audio_ms=1500)
 SALES = {"model": "gpt-realtime-mini", "voice": "cedar", "instructions": "Sales for {caller_name}"}
@@ -35,15 +35,6 @@ async def connected_call(stack: Stack, **kw: Any) -> CallResult:
     result = await call(stack, timeout_s=30, **kw)
     assert result.connected, result.connect_error
     return result
-
-
-async def runner_for(stack: Stack, result: CallResult) -> CallRunner:
-    with trio.fail_after(5):
-        while True:
-            for runner in stack.hooks.finished:
-                if runner.core.call_sid == result.call_sid:
-                    return runner
-            await trio.sleep(0.02)
 
 
 def events(sim: SimulatedSession, kind: str) -> list[dict[str, Any]]:
