@@ -516,24 +516,26 @@ def test_bridge_call_as_a_carrier_through_its_answer_document(
     assert runner.core.call_sid == out["call_sid"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a framing carrier's writer (Vonage 20 ms, Exotel 320 bytes) holds back the last "
-    "partial frame of an answer until the next answer starts; the core has no end-of-audio flush",
-)
-def test_a_framing_carrier_hears_the_tail_of_an_answer() -> None:
-    """The model's deltas are any length (here 30 ms: one and a half 20 ms frames at 16 kHz); the
-    last 10 ms of a 610 ms answer must still be played with it."""
-    fmt = AudioFormat.from_id("l16_16k")
+@pytest.mark.parametrize(("carrier", "fmt_id"), [("vonage", "l16_16k"), ("exotel", "l16_8k")])
+def test_a_framing_carrier_hears_the_tail_of_an_answer(carrier: str, fmt_id: str) -> None:
+    """The model's deltas are any length (here 30 ms: one and a half 20 ms frames); a framing
+    writer holds back the half frame, and the end of the answer's audio sends it, padded with
+    silence to a whole frame. So the last 10 ms of a 610 ms answer are played with it (followed
+    by 10 ms of silence), not at the start of the next answer."""
+    fmt = AudioFormat.from_id(fmt_id)
 
     async def main() -> None:
         sim = SimulatorOptions(response_audio_ms=610, delta_ms=30)
-        async with carrier_stack("vonage", fmt, "pcm16", simulator=sim) as stack:
-            call = new_call("vonage")
-            setup = await answer(stack, "vonage", call)
+        async with carrier_stack(carrier, fmt, "pcm16", simulator=sim) as stack:
+            call = new_call(carrier)
+            setup = await answer(stack, carrier, call)
             script: list[Step] = [Say(speech(fmt)), WaitForReply(timeout_ms=5000, settle_ms=200)]
             result = await run_call(setup.caller_options(call, insecure=True, realtime=False, script=script))
-            assert result.ok and result.responses == 1
-            assert result.ms(result.played_bytes) == 610
+            assert result.ok and result.responses == 1 and result.errors == []
+            assert result.ms(result.played_bytes) == 620
+            # The padding is silence at the very end; everything before it is the answer.
+            assert result.audio_played[-result.bytes_per_ms * 10 :] == bytes(result.bytes_per_ms * 10)
+            runner = await runner_for(stack, result)
+            assert runner.core.stats.frames_out > 0
 
     trio.run(main)
