@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.accounting.meter import UsageMeter
+from bridge.accounting.pricing import PricingConfig
 from bridge.call.core import CallCore, EndCall, SendModel
 from bridge.carrier import registry
 from bridge.carrier.base import Answer, Carrier, CarrierError, InboundRequest, Media, Start
@@ -131,3 +133,25 @@ def test_an_end_decided_while_the_session_opens_stays_the_end() -> None:
     assert not [a for a in late if isinstance(a, SendModel)]  # no buffered audio, no greeting
     core.finish()
     assert core.state is CallState.ENDED and core.end_reason is EndReason.OPERATOR
+
+
+# --- usage the model reports ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("transcription", "response"),
+    [
+        ({"type": "duration", "seconds": 1e308}, None),  # ×1000 → inf → round(): OverflowError
+        ({"type": "duration", "seconds": 2**1100}, None),  # math.isfinite(huge int): OverflowError
+        (None, {"input_tokens": 10**400, "output_tokens": 5}),  # pricing: int too large for a float
+    ],
+)
+def test_absurd_usage_is_malformed_not_a_crash(transcription: object, response: object) -> None:
+    # Found by bench/fuzz_bench.py: a hostile model's transcription usage crashed the call
+    # (call_crashed, OverflowError in add_transcription_usage).
+    meter = UsageMeter("gpt-realtime", PricingConfig(), "whisper-1")
+    meter.add_transcription_usage(transcription)  # type: ignore[arg-type]
+    meter.add_response_usage(response)  # type: ignore[arg-type]
+    assert meter.malformed_usage == 1
+    cost = meter.cost(60.0)
+    assert cost.total_usd is not None and cost.total_usd < 1.0
