@@ -725,6 +725,11 @@ class CallCore:
         no = self._pending_no
         if no is None:
             return  # a repeated session.updated (the bridge sends one update per session)
+        if self.ending is not None:
+            # The end was decided while this session opened (an operator, a drain, a hang-up): it
+            # must not turn the closing call active again, nor start a greeting on a session
+            # that is being closed.
+            return
         assert self._session_update is not None
         mismatch = format_mismatch(self._session_update, ev.session)
         if mismatch:

@@ -41,7 +41,7 @@ import base64
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlunsplit
 
 from bridge.carrier.base import (
     Answer,
@@ -66,6 +66,7 @@ from bridge.carrier.common import (
     require,
     same_secret,
     secret,
+    split_url,
     str_map,
     text,
     unknown_event,
@@ -221,7 +222,9 @@ class Exotel:
             candidate = [*query, (key, value)]
             if len(urlencode(candidate)) <= MAX_QUERY:
                 query = candidate
-        parts = urlsplit(stream_url)
+        parts = split_url(stream_url)
+        if parts is None:  # built from a Host header nobody checked (e.g. an unbalanced "[")
+            return Answer(b"cannot build the stream URL from this request's Host\n", "text/plain; charset=utf-8", 400)
         netloc = parts.netloc
         if self._verify and self._user and self._password:
             netloc = f"{quote(self._user, safe='')}:{quote(self._password, safe='')}@{netloc}"

@@ -263,7 +263,9 @@ class Vonage:
         for param in content_type.split(";")[1:]:
             key, _, value = param.partition("=")
             if key.strip().lower() == "rate":
-                rate = int(value) if value.strip().isdigit() and len(value.strip()) <= 6 else 0
+                digits = value.strip()
+                # isascii: "²" passes str.isdigit() but int() refuses it.
+                rate = int(digits) if digits.isdigit() and digits.isascii() and len(digits) <= 6 else 0
         if rate <= 0:
             return CarrierError("invalid_format", f"unusable content-type {content_type[:60]!r}", fatal=True)
         params = {k: v for k, v in msg.items() if k not in _CONNECTED_FIELDS and isinstance(v, str)}
