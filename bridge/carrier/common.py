@@ -13,13 +13,13 @@ import binascii
 import hmac
 import json
 from array import array
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from bridge.carrier.base import CarrierError, Dtmf, InboundRequest
+from bridge.carrier.base import CarrierError, Dtmf, InboundRequest, MarkEcho, Media
 
 DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
 
@@ -75,6 +75,40 @@ def dtmf(digit: Any) -> Dtmf | CarrierError:
     if not isinstance(digit, str) or len(digit) != 1 or digit not in DTMF_DIGITS:
         return CarrierError("invalid_dtmf", f"dtmf message with digit {str(digit)[:20]!r}")
     return Dtmf(digit)
+
+
+INBOUND = frozenset({"inbound"})
+
+
+def media_event(msg: dict[str, Any], inbound: Collection[str] = INBOUND, swap: bool = False) -> Media | CarrierError:
+    """A ``media`` message of Twilio's shape, ``{"media": {"payload", "track"?, "timestamp"?}}``,
+    which Telnyx, Plivo and Exotel share. ``inbound`` names the tracks that carry the caller (no
+    track means the caller's); ``swap`` turns big-endian L16 into the little-endian samples the
+    converters take."""
+    media = msg.get("media")
+    payload = media.get("payload") if isinstance(media, dict) else None
+    if not isinstance(payload, str):
+        return CarrierError("missing_field", "media message without a string payload")
+    assert isinstance(media, dict)
+    track = media.get("track")
+    # isinstance first: a list or an object in a set lookup would raise TypeError (unhashable).
+    if not (track is None or (isinstance(track, str) and track in inbound)):
+        return CarrierError("unexpected_track", f"media on track {str(track)[:20]!r} ignored")
+    if swap:
+        swapped = swap16_b64(payload)
+        if swapped is None:
+            return CarrierError("invalid_payload", "L16 payload is not base64 of whole samples")
+        payload = swapped
+    return Media(payload, int_or_none(media.get("timestamp")))
+
+
+def mark_event(msg: dict[str, Any]) -> MarkEcho | CarrierError:
+    """A ``mark`` echo of Twilio's shape, ``{"mark": {"name": ...}}``."""
+    mark = msg.get("mark")
+    name = mark.get("name") if isinstance(mark, dict) else None
+    if not isinstance(name, str):
+        return CarrierError("missing_field", "mark message without mark.name")
+    return MarkEcho(name)
 
 
 def unknown_event(event: Any) -> CarrierError:

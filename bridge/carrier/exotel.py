@@ -51,8 +51,6 @@ from bridge.carrier.base import (
     CarrierEvent,
     Connected,
     InboundRequest,
-    MarkEcho,
-    Media,
     Start,
     Stop,
 )
@@ -62,6 +60,8 @@ from bridge.carrier.common import (
     dtmf,
     int_or_none,
     json_object,
+    mark_event,
+    media_event,
     request_params,
     require,
     same_secret,
@@ -171,22 +171,10 @@ class Exotel:
         if isinstance(msg, CarrierError):
             return msg
         event = msg.get("event")
-        if event == "media":  # ten a second: first
-            media = msg.get("media")
-            payload = media.get("payload") if isinstance(media, dict) else None
-            if not isinstance(payload, str):
-                return CarrierError("missing_field", "media message without a string payload")
-            assert isinstance(media, dict)
-            track = media.get("track")  # only with the beta's track selection
-            if track is not None and track != "inbound":
-                return CarrierError("unexpected_track", f"media on track {str(track)[:20]!r} ignored")
-            return Media(payload, int_or_none(media.get("timestamp")))
+        if event == "media":  # ten a second: first (a track only with the beta's track selection)
+            return media_event(msg)
         if event == "mark":
-            mark = msg.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str):
-                return CarrierError("missing_field", "mark message without mark.name")
-            return MarkEcho(name)
+            return mark_event(msg)
         if event == "start":
             return _start(msg)
         if event == "connected":

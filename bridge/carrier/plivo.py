@@ -59,7 +59,6 @@ from bridge.carrier.base import (
     Cleared,
     InboundRequest,
     MarkEcho,
-    Media,
     Start,
     Stop,
 )
@@ -70,12 +69,12 @@ from bridge.carrier.common import (
     dtmf,
     int_or_none,
     json_object,
+    media_event,
     request_params,
     require,
     secret,
     split_url,
     swap16,
-    swap16_b64,
     text,
     unknown_event,
     with_scheme,
@@ -294,21 +293,8 @@ class Plivo:
             return msg
         event = msg.get("event")
         if event == "media":  # 50 a second: first
-            media = msg.get("media")
-            payload = media.get("payload") if isinstance(media, dict) else None
-            if not isinstance(payload, str):
-                return CarrierError("missing_field", "media message without a string payload")
-            assert isinstance(media, dict)
-            track = media.get("track")
-            if track is not None and track != "inbound":
-                return CarrierError("unexpected_track", f"media on track {str(track)[:20]!r} ignored")
-            if self._swap:
-                swapped = swap16_b64(payload)
-                if swapped is None:
-                    return CarrierError("invalid_payload", "L16 payload is not base64 of whole samples")
-                payload = swapped
             # media.timestamp is Unix milliseconds in the reference, stream milliseconds in the SDK.
-            return Media(payload, int_or_none(media.get("timestamp")))
+            return media_event(msg, swap=self._swap)
         if event in ("playedStream", "played"):
             name = msg.get("name")
             if not isinstance(name, str):

@@ -55,8 +55,6 @@ from bridge.carrier.base import (
     CarrierEvent,
     Connected,
     InboundRequest,
-    MarkEcho,
-    Media,
     Start,
     Stop,
 )
@@ -65,19 +63,20 @@ from bridge.carrier.common import (
     dtmf,
     int_or_none,
     json_object,
+    mark_event,
+    media_event,
     request_params,
     require,
     secret,
     str_map,
     swap16,
-    swap16_b64,
     text,
     unknown_event,
 )
 from bridge.httpmsg import HttpRequest
 
 TOKEN_PARAMETER = "bridge_token"
-_INBOUND_TRACKS = frozenset({None, "inbound", "inbound_track"})
+_INBOUND_TRACKS = frozenset({"inbound", "inbound_track"})
 
 Codec = Literal["PCMU", "PCMA", "L16"]
 
@@ -182,27 +181,9 @@ class Telnyx:
             return msg
         event = msg.get("event")
         if event == "media":  # 50 a second: first
-            media = msg.get("media")
-            payload = media.get("payload") if isinstance(media, dict) else None
-            if not isinstance(payload, str):
-                return CarrierError("missing_field", "media message without a string payload")
-            assert isinstance(media, dict)
-            track = media.get("track")
-            # A set lookup: a list or an object here would raise TypeError (unhashable).
-            if not (track is None or (isinstance(track, str) and track in _INBOUND_TRACKS)):
-                return CarrierError("unexpected_track", f"media on track {str(track)[:20]!r} ignored")
-            if self._swap:
-                swapped = swap16_b64(payload)
-                if swapped is None:
-                    return CarrierError("invalid_payload", "L16 payload is not base64 of whole samples")
-                payload = swapped
-            return Media(payload, int_or_none(media.get("timestamp")))
+            return media_event(msg, _INBOUND_TRACKS, swap=self._swap)
         if event == "mark":
-            mark = msg.get("mark")
-            name = mark.get("name") if isinstance(mark, dict) else None
-            if not isinstance(name, str):
-                return CarrierError("missing_field", "mark message without mark.name")
-            return MarkEcho(name)
+            return mark_event(msg)
         if event == "start":
             return self._start(msg)
         if event == "connected":

@@ -25,82 +25,38 @@ from bridge.carrier.base import (
     CarrierError,
     CarrierEvent,
     Connected,
-    Dtmf,
     InboundRequest,
-    MarkEcho,
-    Media,
     Start,
     Stop,
 )
+from bridge.carrier.common import dtmf, int_or_none, json_object, mark_event, media_event, str_map, unknown_event
 from bridge.carrier.twilio_signature import signature_valid
 from bridge.httpmsg import HttpRequest
-
-_DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
-
-
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _str_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
 def parse(text: str | bytes) -> CarrierEvent:
     """Parse one Twilio message."""
-    try:
-        msg = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # too deeply nested: RecursionError
-        return CarrierError("invalid_json", f"not JSON: {exc}")
-    if not isinstance(msg, dict):
-        return CarrierError("invalid_json", "message is not a JSON object")
+    msg = json_object(text)
+    if isinstance(msg, CarrierError):
+        return msg
     event = msg.get("event")
     # media first: it is 50 messages a second, everything else is rare.
     if event == "media":
-        media = msg.get("media")
-        if not isinstance(media, dict):
-            return CarrierError("missing_field", "media message without a media object")
-        payload = media.get("payload")
-        if not isinstance(payload, str):
-            return CarrierError("missing_field", "media message without a string payload")
-        track = media.get("track")
-        if track is not None and track != "inbound":
-            return CarrierError("unexpected_track", f"media on track {track!r} ignored")
-        return Media(payload, _int_or_none(media.get("timestamp")))
+        return media_event(msg)
     if event == "mark":
-        mark = msg.get("mark")
-        name = mark.get("name") if isinstance(mark, dict) else None
-        if not isinstance(name, str):
-            return CarrierError("missing_field", "mark message without mark.name")
-        return MarkEcho(name)
+        return mark_event(msg)
     if event == "start":
         return _parse_start(msg)
     if event == "connected":
         return Connected(str(msg.get("protocol", "")), str(msg.get("version", "")))
     if event == "dtmf":
-        dtmf = msg.get("dtmf")
-        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
-        if not isinstance(digit, str) or len(digit) != 1 or digit not in _DTMF_DIGITS:
-            return CarrierError("invalid_dtmf", f"dtmf message with digit {digit!r}")
-        return Dtmf(digit)
+        body = msg.get("dtmf")
+        return dtmf(body.get("digit") if isinstance(body, dict) else None)
     if event == "stop":
         stop = msg.get("stop")
         call_sid = stop.get("callSid") if isinstance(stop, dict) else None
         return Stop(call_sid if isinstance(call_sid, str) else None)
-    if event is None:
-        return CarrierError("missing_field", "message without an event field")
-    return CarrierError("unknown_event", f"unknown event {str(event)[:40]!r}")
+    return unknown_event(event)
 
 
 def _parse_start(msg: dict[str, Any]) -> CarrierEvent:
@@ -113,8 +69,8 @@ def _parse_start(msg: dict[str, Any]) -> CarrierEvent:
     fmt = start.get("mediaFormat")
     fmt = fmt if isinstance(fmt, dict) else {}
     encoding = fmt.get("encoding", "audio/x-mulaw")
-    rate = _int_or_none(fmt.get("sampleRate", 8000))
-    channels = _int_or_none(fmt.get("channels", 1))
+    rate = int_or_none(fmt.get("sampleRate", 8000))
+    channels = int_or_none(fmt.get("channels", 1))
     if not isinstance(encoding, str) or rate is None or channels is None or rate <= 0 or channels <= 0:
         return CarrierError("invalid_format", f"unusable mediaFormat {fmt!r}", fatal=True)
     tracks = start.get("tracks")
@@ -125,7 +81,7 @@ def _parse_start(msg: dict[str, Any]) -> CarrierEvent:
         encoding=encoding,
         sample_rate=rate,
         channels=channels,
-        custom_parameters=_str_map(start.get("customParameters")),
+        custom_parameters=str_map(start.get("customParameters")),
         tracks=tuple(str(t) for t in tracks) if isinstance(tracks, list) else ("inbound",),
     )
 

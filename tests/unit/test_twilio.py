@@ -225,11 +225,16 @@ def test_mark_without_name(mark: Any) -> None:
     assert "name" in ev.reason
 
 
-@pytest.mark.parametrize("digit", ["", "12", "x", "E", 1, None, "١"])
+@pytest.mark.parametrize("digit", ["", "12", "x", "E", 10, -1, True, None, "١"])
 def test_dtmf_bad_digit(digit: Any) -> None:
     ev = _error(_j({"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": digit}}))
     assert ev.kind == "invalid_dtmf"
     assert not ev.fatal
+
+
+def test_dtmf_digit_as_a_number_is_the_digit() -> None:
+    # Twilio sends strings; a Twilio-style carrier sending the number 5 still means key 5.
+    assert parse(_j({"event": "dtmf", "dtmf": {"digit": 5}})) == Dtmf("5")
 
 
 def test_dtmf_without_body() -> None:
