@@ -15,7 +15,7 @@ import json
 from array import array
 from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -238,6 +238,11 @@ def with_scheme(url: str, scheme: str) -> str:
     """``url`` with another scheme (``ValueError`` for a URL :func:`split_url` refuses)."""
     parts = urlsplit(url)
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` added to the query it may already have."""
+    return f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
 
 
 # --- transfer targets --------------------------------------------------------------------------

@@ -77,6 +77,7 @@ from bridge.carrier.common import (
     swap16,
     text,
     unknown_event,
+    with_query,
     with_scheme,
 )
 from bridge.httpmsg import HttpRequest
@@ -413,11 +414,10 @@ class Plivo:
     def transfer(self, call: CallIds, destination: str) -> HttpRequest:
         """Move the caller's leg to the XML at ``transfer_xml_url?to=<destination>``."""
         assert self._transfer_xml_url is not None and self._auth_id is not None
-        sep = "&" if "?" in self._transfer_xml_url else "?"
         body = json.dumps(
             {
                 "legs": "aleg",
-                "aleg_url": f"{self._transfer_xml_url}{sep}{urlencode({'to': destination})}",
+                "aleg_url": with_query(self._transfer_xml_url, {"to": destination}),
                 "aleg_method": "GET",
             }
         ).encode()

@@ -66,6 +66,7 @@ from bridge.carrier.common import (
     secret,
     swap16,
     swap16_b64,
+    with_query,
 )
 from bridge.carrier.twilio import TwilioWriter
 from bridge.httpmsg import HttpRequest
@@ -263,8 +264,7 @@ class SignalWire:
     def transfer(self, call: CallIds, destination: str) -> HttpRequest:
         """Redirect the live call to the cXML at ``transfer_xml_url?to=<destination>``."""
         assert self._space_url and self._project_id and self._transfer_xml_url
-        sep = "&" if "?" in self._transfer_xml_url else "?"
-        url = f"{self._transfer_xml_url}{sep}{urlencode({'to': destination})}"
+        url = with_query(self._transfer_xml_url, {"to": destination})
         body = urlencode({"Url": url, "Method": "GET"}).encode()
         path = (
             f"/api/laml/2010-04-01/Accounts/{quote(self._project_id, safe='')}"
