@@ -282,6 +282,9 @@ class ServerSettings(BaseModel):
     ping_timeout_s: float = Field(20.0, gt=0)
     idle_timeout_s: float = Field(30.0, gt=0)  # no carrier message for this long ends the call
     metrics_dir: Path | None = None
+    # How a call's WebSockets (carrier and model) are read and written: "direct" (the call's own
+    # tasks, bridge.websocket.direct) or "trio-websocket" (its reader task and channel per socket).
+    websocket: Literal["direct", "trio-websocket"] = "trio-websocket"
 
     @field_validator("public_url")
     @classmethod
