@@ -263,21 +263,27 @@ TARGETS = ("bridge", "baseline")
 
 
 def parse_variants(specs: list[str]) -> dict[str, tuple[tuple[str, str], ...]]:
-    """``NAME:section.key=value,section.key=value`` → {NAME: ((BRIDGE_SECTION__KEY, value), ...)}.
+    """``NAME:section.key=value,...,root=PATH`` → {NAME: ((BRIDGE_SECTION__KEY, value), ..., ("root", PATH))}.
 
-    A variant is bridge with some settings changed through its environment overrides, measured as
-    one more target of the same run (a lever against the default and the baseline)."""
+    A variant is bridge with some settings changed through its environment overrides, or another
+    checkout of it (``root``: e.g. ``git archive COMMIT | tar -x -C PATH``, the code before a
+    change), measured as one more target of the same run: a lever against bridge as it is and
+    against the baseline."""
     out: dict[str, tuple[tuple[str, str], ...]] = {}
     for spec in specs:
         name, _, body = spec.partition(":")
         if not name or name in TARGETS or not body:
-            raise ValueError(f"--variant {spec!r}: expected NAME:section.key=value[,section.key=value]")
+            raise ValueError(f"--variant {spec!r}: expected NAME:section.key=value[,...][,root=PATH]")
         env: list[tuple[str, str]] = []
         for item in body.split(","):
             key, _, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if key == "root" and Path(value, "bridge", "__main__.py").is_file():
+                env.append(("root", str(Path(value).resolve())))
+                continue
             if "." not in key or not value:
-                raise ValueError(f"--variant {spec!r}: {item!r} is not section.key=value")
-            env.append(("BRIDGE_" + key.strip().upper().replace(".", "__"), value.strip()))
+                raise ValueError(f"--variant {spec!r}: {item!r} is neither section.key=value nor root=CHECKOUT")
+            env.append(("BRIDGE_" + key.upper().replace(".", "__"), value))
         out[name] = tuple(env)
     return out
 
@@ -499,10 +505,12 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "PROMETHEUS_"))}
         env["OPENAI_API_KEY"] = "sk-bench-not-a-real-key-0000"
         env.update(setup.env)
+        root = Path(env.pop("root", ROOT))
+        env["PYTHONPATH"] = str(root)  # the checkout under test, also in the worker processes
         with open(log_path, "ab") as errors:
             proc = subprocess.Popen(
                 [self.py, "-m", "bridge", "--config", str(cfg), "serve"],
-                cwd=ROOT, env=env, stderr=errors, stdout=errors, preexec_fn=pinned(setup.service_cpus),
+                cwd=root, env=env, stderr=errors, stdout=errors, preexec_fn=pinned(setup.service_cpus),
             )  # fmt: skip
         deadline = time.monotonic() + 30
         while http_status(f"http://127.0.0.1:{admin_port}/readyz") != 200:

@@ -10,7 +10,7 @@ from functools import partial
 import structlog
 import trio
 
-from bridge.call.runner import WorkerContext
+from bridge.call.runner import WorkerContext, tick_calls
 from bridge.outbound import Outbound
 from bridge.server.frontdoor import FrontDoor
 from bridge.server.occupancy import Occupancy
@@ -143,6 +143,7 @@ async def run_worker(
     secret = ctx.secrets.tools_secret
     async with Outbound(secret.get_secret_value() if secret else None) as outbound, trio.open_nursery() as connections:
         ctx.outbound = outbound
+        connections.start_soon(tick_calls, ctx)  # the calls' clock, until the last call is gone
         async with trio.open_nursery() as acceptors:
             await acceptors.start(partial(serve_listeners, door.handle, public, connections, gate=gate))
             for handler, listeners in extra:
