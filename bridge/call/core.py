@@ -27,6 +27,7 @@ runner puts on the carrier's socket, so the wire always says what the core decid
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -277,6 +278,11 @@ class CallCore:
         self._framed = False  # the writer splits audio into frames of the carrier's size
         self._session_update: dict[str, Any] | None = None
         self._buffer: deque[str] = deque()
+        # Caller audio held for the next append (realtime.append_interval_ms), and how much.
+        self._up: list[str] = []
+        self._up_ms = 0.0
+        self._append_interval_ms = settings.realtime.append_interval_ms
+        self._mark_interval_ms = settings.server.mark_interval_ms
         self._pending_dtmf: list[str] = []
         self._tracker = PlaybackTracker()
         self._response_id: str | None = None  # response in progress
@@ -348,6 +354,8 @@ class CallCore:
         """Decide the end of the call once; later causes are ignored (the first one is the truth)."""
         if self.ending is not None:
             return
+        if self.state is CallState.ACTIVE:
+            self._send_up(out)  # what the caller said last still reaches the model (and its record)
         self.ending = EndCall(reason, detail, close_code or CLOSE_CODES[reason])
         self._to(CallState.CLOSING, out, reason=reason)
         out.append(self.ending)
@@ -577,13 +585,33 @@ class CallCore:
         if not payload:
             return out  # a decimating converter held the samples back for the next frame
         if self.state is CallState.ACTIVE:
-            out.append(SendModel(rt.append_audio(payload)))
+            if not self._append_interval_ms:
+                out.append(SendModel(rt.append_audio(payload)))
+            else:
+                self._up.append(payload)
+                self._up_ms += decoded_len(payload) / self._bytes_per_ms_session
+                if self._up_ms >= self._append_interval_ms - 0.5:
+                    self._send_up(out)
         elif self.state is CallState.STARTING or self.state is CallState.RECONNECTING:
             if len(self._buffer) >= MAX_BUFFERED_FRAMES:
                 self._buffer.popleft()
                 stats.dropped_frames += 1
             self._buffer.append(payload)
         return out
+
+    def _send_up(self, out: list[Action]) -> None:
+        """The caller audio held for the next append goes up now, as one append."""
+        up = self._up
+        if not up:
+            return
+        if len(up) == 1:
+            out.append(SendModel(rt.append_audio(up[0])))
+        else:
+            # Each payload is whole base64 (padded): joined as bytes, encoded once.
+            joined = b"".join([binascii.a2b_base64(p) for p in up])
+            out.append(SendModel(rt.append_audio(binascii.b2a_base64(joined, newline=False).decode("ascii"))))
+        self._up = []
+        self._up_ms = 0.0
 
     def _on_dtmf(self, ev: tel.Dtmf, out: list[Action]) -> None:
         self.stats.dtmf += 1
@@ -595,6 +623,7 @@ class CallCore:
 
     def _send_dtmf(self, digit: str, out: list[Action], respond: bool = True) -> None:
         # The WebSocket API has no DTMF event (SIP only), so the digit becomes a user message.
+        self._send_up(out)  # after the audio that came before the key
         text = f"[The caller pressed the keypad key {digit}]"
         self.history.user(text)
         out.append(SendModel(rt.dumps(rt.user_text(text))))
@@ -632,6 +661,7 @@ class CallCore:
                 self._commit_pending = True  # committed once the buffered audio has been sent
 
     def _commit_turn(self, out: list[Action]) -> None:
+        self._send_up(out)  # the turn ends after its last audio
         out.append(SendModel(rt.dumps(rt.commit())))
         if self._vad_settings is not None and self._vad_settings.create_response:
             self._request_response(out)
@@ -695,6 +725,13 @@ class CallCore:
             self._on_session_updated(ev, now, out)
         elif isinstance(ev, rt.ItemTruncated):
             out.append(Note(NoteKind.TRUNCATED, {"item_id": ev.item_id, "audio_end_ms": ev.audio_end_ms}))
+        elif isinstance(ev, rt.AudioDone):
+            # With server.mark_interval_ms the answer's last chunk may not be marked yet: its end is
+            # what tells when the caller has heard all of it.
+            if self._writer is not None and ev.response_id not in self._muted_responses:
+                name = self._tracker.mark()
+                if name is not None:
+                    out.append(SendCarrier(self._writer.mark(name)))
         elif isinstance(ev, rt.InputTranscript):
             if self.meter is not None and ev.usage:
                 self.meter.add_transcription_usage(ev.usage)
@@ -797,6 +834,8 @@ class CallCore:
         if self.ending is not None or self._lost is not None:
             return
         old = self._session_no
+        self._buffer.extend(self._up)  # held caller audio waits for the new session with the rest
+        self._up, self._up_ms = [], 0.0
         self._lost = _Loss(cause, detail, now)
         out.append(Note(NoteKind.RECONNECT, {"phase": "lost", "cause": cause, "detail": detail, "session": old}))
         out.append(UseModel(None))
@@ -881,6 +920,7 @@ class CallCore:
             self._cut_playback(now, out)
             self._response_id = None
             self._create_in_flight = False
+        self._send_up(out)  # held caller audio belongs to the session it was said in
         out.append(UseModel(new))
         self._session_no, self._session_started_at = new, now
         self._seed(out)
@@ -905,15 +945,20 @@ class CallCore:
             self._tracker.on_received_only(ev.item_id, model_ms)
             return []
         carrier_bytes = decoded_len(payload)
-        mark = self._tracker.on_sent(ev.item_id, carrier_bytes / self.converter.carrier.bytes_per_ms, model_ms, now)
+        carrier_ms = carrier_bytes / self.converter.carrier.bytes_per_ms
+        tracker = self._tracker
+        every = self._mark_interval_ms
+        marked = not every or tracker.unmarked_ms + carrier_ms >= every - 0.5
+        mark = tracker.on_sent(ev.item_id, carrier_ms, model_ms, now, mark=marked)
         self.stats.frames_out += 1
         self.stats.bytes_out += carrier_bytes
         if self._framed:
             # The carrier takes audio only in frames of a fixed size (Vonage, Exotel).
             out: list[Action] = [SendCarrier(frame) for frame in tel.media_frames(self._writer, payload)]
-            out.append(SendCarrier(self._writer.mark(mark)))
         else:
-            out = [SendCarrier(self._writer.media(payload)), SendCarrier(self._writer.mark(mark))]
+            out = [SendCarrier(self._writer.media(payload))]
+        if mark is not None:
+            out.append(SendCarrier(self._writer.mark(mark)))
         if self._awaiting_first_audio:
             self._awaiting_first_audio = False
             if self._speech_end_at is not None:
@@ -1202,6 +1247,8 @@ class CallCore:
                 self._check_goodbye(now, out)
         if self.ending is not None:
             return out
+        if self._up and self.state is CallState.ACTIVE:
+            self._send_up(out)  # the carrier paused its frames: what is held goes up anyway
         realtime = self.settings.realtime
         if self._lost is not None:
             # A connect attempt can hang for connect_timeout_s: the budget is the budget.
