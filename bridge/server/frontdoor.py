@@ -58,6 +58,7 @@ from bridge.server.occupancy import (
     MemoryOccupancy,
     Occupancy,
     anyone_has_room,
+    calls_ahead,
     has_room,
     takes_new_connections,
 )
@@ -110,6 +111,10 @@ class FrontDoor:
 
     def has_room(self) -> bool:
         return not self.ctx.draining and has_room(self.live, self.ctx.settings.server.max_calls_per_worker)
+
+    def calls_ahead(self) -> int:
+        """How many more calls this worker has than the least busy other worker with room."""
+        return calls_ahead(self.occupancy.counts(), self.slot, self.ctx.settings.server.max_calls_per_worker)
 
     # --- connections ----------------------------------------------------------------------
     async def handle(self, stream: trio.SocketStream) -> None:
