@@ -130,16 +130,22 @@ def upgrade_signature(settings: Settings, secrets: Secrets, url: str) -> str | N
 
 
 def cmd_call(argv: list[str]) -> int:
-    """``bridge call``: the simulated caller, signing its upgrade as Twilio would when the
-    configuration checks signatures and the auth token is at hand."""
+    """``bridge call``: the simulated caller. A Twilio caller streaming straight to a URL signs its
+    upgrade as Twilio would when the configuration checks signatures and the auth token is at
+    hand; other carriers, and callers that sign themselves (``--secret-env``) or go through the
+    answer document (``--answer``), are left as they are."""
     from bridge.testing.caller import main as caller_main
+    from bridge.testing.callers.answer import stream_url
 
     config, rest = _pop_option(argv, "--config")
     url, _ = _pop_option(rest, "--url")
+    carrier, _ = _pop_option(rest, "--carrier")
     has_signature = any("x-twilio-signature" in a.lower() for a in rest)
-    if url is not None and not has_signature and "-h" not in rest and "--help" not in rest:
+    signs_itself = any(a == "--answer" or a.startswith("--secret-env") for a in rest)
+    asks_help = "-h" in rest or "--help" in rest
+    if url is not None and (carrier or "twilio") == "twilio" and not (has_signature or signs_itself or asks_help):
         settings = load_settings(config_path(config))
-        signature = upgrade_signature(settings, load_secrets(settings), url)
+        signature = upgrade_signature(settings, load_secrets(settings), stream_url(url, "twilio"))
         if signature is not None:
             rest += ["--header", f"X-Twilio-Signature: {signature}"]
     return caller_main(rest)

@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from bridge.accounting.pricing import PricingConfig
 from bridge.carrier import registry
@@ -568,14 +568,39 @@ def load_settings(path: Path | None) -> Settings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: configuration file not found") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): TOML files are UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    # The file's tables arrive as keyword arguments, and pydantic-settings takes the ones that
+    # start with "_" (_env_prefix, _env_file, _secrets_dir, _cli_parse_args, ...) as options of
+    # its own instead of refusing them as unknown keys.
+    private = [key for key in data if key.startswith("_")]
+    if private:
+        allowed = ", ".join(info.alias or name for name, info in Settings.model_fields.items())
+        lines = [f"  {key}: unknown key with value {data[key]!r}; allowed keys: {allowed}" for key in private]
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}invalid configuration ({len(private)} problem(s)):\n" + "\n".join(lines))
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, path)) from None
+    except SettingsError as exc:  # a BRIDGE_* variable whose value is not the JSON its key needs
+        raise ConfigError(_describe_settings_error(exc)) from None
+
+
+def _describe_settings_error(exc: SettingsError) -> str:
+    """pydantic-settings names the field (``error parsing value for field "server" ...``) and
+    keeps the JSON error as the cause: say which variables, and why."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    where = "a BRIDGE_* variable"
+    if found:
+        name = f"BRIDGE_{found.group(1).upper()}"
+        where = f"{name} (or a {name}__* variable)"
+    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+    return f"environment: {where} is not a valid value{cause}"
 
 
 #: Keys that were renamed, so an old file is told the new name rather than a near miss.

@@ -22,6 +22,11 @@ from .pricing import ModelPrice, PricingConfig, TranscriptionPrice
 __all__ = ["TOKEN_KINDS", "CostBreakdown", "UsageMeter"]
 
 _PER_TOKEN = 1e-6  # prices are USD per 1M tokens
+# Bounds on one usage report. No response or transcription comes near a billion tokens or a
+# million seconds; beyond them a report is malformed, and JSON's unbounded integers (or 1e308
+# seconds, ×1000 in milliseconds) would overflow the float arithmetic of pricing and metrics.
+_MAX_COUNT = 10**9
+_MAX_SECONDS = 10**6
 
 # The token buckets (and their meaning) are defined once, in bridge.vocabulary.
 TOKEN_KINDS: tuple[str, ...] = tuple(kind.value for kind in TokenKind)
@@ -68,7 +73,7 @@ class _Reader:
         if value is None:
             return 0
         # bool is an int subclass; True is not a token count.
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNT:
             self.bad = True
             return 0
         return value
@@ -174,8 +179,9 @@ class UsageMeter:
         kind = usage.get("type")
         if kind == "duration":
             seconds = usage.get("seconds")
-            if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-                    or not math.isfinite(seconds) or seconds < 0):
+            # One range check, no math.isfinite: it raises OverflowError for a huge int, and NaN
+            # and the infinities fail the comparison anyway.
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= _MAX_SECONDS:
                 self.malformed_usage += 1
                 return
             self._transcription_seconds += float(seconds)

@@ -719,6 +719,8 @@ class CallCore:
         elif isinstance(ev, rt.ResponseCreated):
             self._response_id = ev.response_id
             self._create_in_flight = False
+        elif isinstance(ev, rt.AudioDone):
+            self._on_audio_done(ev, now, out)
         elif isinstance(ev, rt.ResponseDone):
             self._on_response_done(ev, now, out)
         elif isinstance(ev, rt.SessionUpdated):
@@ -760,6 +762,11 @@ class CallCore:
         no = self._pending_no
         if no is None:
             return  # a repeated session.updated (the bridge sends one update per session)
+        if self.ending is not None:
+            # The end was decided while this session opened (an operator, a drain, a hang-up): it
+            # must not turn the closing call active again, nor start a greeting on a session
+            # that is being closed.
+            return
         assert self._session_update is not None
         mismatch = format_mismatch(self._session_update, ev.session)
         if mismatch:
@@ -966,6 +973,20 @@ class CallCore:
                 self.stats.response_latencies.append(latency)
                 out.append(Note(NoteKind.RESPONSE_LATENCY, {"seconds": latency}))
         return out
+
+    def _on_audio_done(self, ev: rt.AudioDone, now: float, out: list[Action]) -> None:
+        """An answer's audio is complete: a framing writer's held-back tail goes out now (padded to
+        a whole frame), with a mark after it, so the caller hears the answer's last words before
+        the next answer (or before an ``end_call`` hangs up)."""
+        if not self._framed or self._writer is None:
+            return
+        if ev.item_id in self._muted_items or ev.response_id in self._muted_responses:
+            return
+        frames, padding_ms = tel.flush_frames(self._writer)
+        if not frames:
+            return
+        out.extend(SendCarrier(frame) for frame in frames)
+        out.append(SendCarrier(self._writer.mark(self._tracker.on_sent(ev.item_id, padding_ms, 0.0, now))))
 
     def _on_response_done(self, ev: rt.ResponseDone, now: float, out: list[Action]) -> None:
         if self._response_id == ev.response_id or self._response_id is None:

@@ -112,13 +112,27 @@ def media_frames(writer: Writer, payload_b64: str) -> Sequence[Frame]:
     https://developer.exotel.com/docs/agentstream/stream-voicebot-applet). Their writers define
     an optional ``media_frames(payload_b64) -> Sequence[Frame]`` that splits a chunk (and may
     hold back a remainder shorter than one frame until the next chunk, or drop it on
-    :meth:`Writer.clear`). Writers without one write each chunk as one :meth:`Writer.media` frame.
+    :meth:`Writer.clear`), and then a ``flush_frames()`` (see :func:`flush_frames`). Writers
+    without one write each chunk as one :meth:`Writer.media` frame.
     The caller sends the frames in order, then the chunk's mark.
     """
     split = getattr(writer, "media_frames", None)
     if split is None:
         return (writer.media(payload_b64),)
     frames: Sequence[Frame] = split(payload_b64)
+    return frames
+
+
+def flush_frames(writer: Writer) -> tuple[Sequence[Frame], float]:
+    """The remainder a framing writer held back, padded with silence to a whole frame, and the
+    milliseconds of silence added: sent when the model's answer ends, so its last few
+    milliseconds are played now rather than at the start of the next answer (or lost on a
+    clear). Writers that hold nothing back (no ``flush_frames``) give ``((), 0.0)``.
+    """
+    flush = getattr(writer, "flush_frames", None)
+    if flush is None:
+        return (), 0.0
+    frames: tuple[Sequence[Frame], float] = flush()
     return frames
 
 

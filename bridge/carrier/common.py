@@ -15,7 +15,7 @@ import json
 from array import array
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -109,9 +109,23 @@ def swap16_b64(payload_b64: str) -> str | None:
 # --- HTTP pieces -------------------------------------------------------------------------------
 
 
+def split_url(url: str) -> SplitResult | None:
+    """``urlsplit(url)``, or None for a URL it refuses.
+
+    The URL is built from the request's target and ``Host`` header, which anyone can send:
+    ``urlsplit`` raises ``ValueError`` on an unbalanced ``[`` (an IPv6 literal) or a host that
+    changes under NFKC normalisation, and that must cost the request, not the handler.
+    """
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
+
+
 def request_params(request: InboundRequest) -> dict[str, str]:
     """The webhook's parameters: the query string, then the body's form fields (which win)."""
-    params = dict(parse_qsl(urlsplit(request.url).query, keep_blank_values=True))
+    parts = split_url(request.url)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True)) if parts is not None else {}
     params.update(request.form)
     return params
 
@@ -167,7 +181,9 @@ def port_variants(url: str) -> list[str]:
     Carriers sign the URL as they requested it; whether ``:443`` was part of it depends on how the
     webhook was configured, so both spellings are tried (as Twilio's and SignalWire's SDKs do).
     """
-    parts = urlsplit(url)
+    parts = split_url(url)
+    if parts is None:
+        return [url]
     default = {"https": 443, "wss": 443, "http": 80, "ws": 80}.get(parts.scheme)
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
@@ -185,6 +201,7 @@ def port_variants(url: str) -> list[str]:
 
 
 def with_scheme(url: str, scheme: str) -> str:
+    """``url`` with another scheme (``ValueError`` for a URL :func:`split_url` refuses)."""
     parts = urlsplit(url)
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
 

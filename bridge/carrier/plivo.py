@@ -73,6 +73,7 @@ from bridge.carrier.common import (
     request_params,
     require,
     secret,
+    split_url,
     swap16,
     swap16_b64,
     text,
@@ -399,14 +400,19 @@ class Plivo:
     def verify_request(self, request: InboundRequest) -> bool:
         if not self._verify:
             return True
+        if split_url(request.url) is None:
+            return False  # not a URL Plivo could have requested (and signed_url cannot split it)
         form = request.form if request.method.upper() == "POST" else ()
         return self._signed(request, [request.url], form)
 
     def verify_upgrade(self, request: InboundRequest) -> bool:
         if not self._verify:
             return True
+        requested = split_url(request.url)
+        if requested is None:
+            return False  # not a URL Plivo could have requested
         urls = []
-        for scheme in dict.fromkeys((urlsplit(request.url).scheme, "https", "http", "wss")):
+        for scheme in dict.fromkeys((requested.scheme, "https", "http", "wss")):
             base = with_scheme(request.url, scheme)
             parts = urlsplit(base)
             urls += [base, urlunsplit(parts._replace(path=parts.path + "/websocket"))]

@@ -115,16 +115,21 @@ def raw_body_signature(key: str, url: str, body: bytes) -> str:
 
 
 def signature_valid(key: str, request: InboundRequest) -> bool:
-    given = request.headers.get("x-signalwire-signature") or request.headers.get("x-twilio-signature")
-    if not given:
+    header = request.headers.get("x-signalwire-signature") or request.headers.get("x-twilio-signature")
+    if not header:
         return False
+    # Compared as bytes: hmac.compare_digest raises TypeError for a str with non-ASCII
+    # characters, and a header may hold any (it is decoded as latin-1).
+    given = header.encode("utf-8", "replace")
     form = list(request.form) if request.method.upper() == "POST" else []
     for url in port_variants(request.url):
-        if hmac.compare_digest(compat_signature(key, url, form), given):
+        if hmac.compare_digest(compat_signature(key, url, form).encode(), given):
             return True
-        if form and hmac.compare_digest(compat_signature(key, url, []), given):
+        if form and hmac.compare_digest(compat_signature(key, url, []).encode(), given):
             return True  # JSON on the compatibility surface is signed without parameters
-    return bool(request.body) and hmac.compare_digest(raw_body_signature(key, request.url, request.body), given)
+    if not request.body:
+        return False
+    return hmac.compare_digest(raw_body_signature(key, request.url, request.body).encode(), given)
 
 
 # --- the dialect ---------------------------------------------------------------------------------

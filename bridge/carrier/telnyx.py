@@ -188,7 +188,8 @@ class Telnyx:
                 return CarrierError("missing_field", "media message without a string payload")
             assert isinstance(media, dict)
             track = media.get("track")
-            if track not in _INBOUND_TRACKS:
+            # A set lookup: a list or an object here would raise TypeError (unhashable).
+            if not (track is None or (isinstance(track, str) and track in _INBOUND_TRACKS)):
                 return CarrierError("unexpected_track", f"media on track {str(track)[:20]!r} ignored")
             if self._swap:
                 swapped = swap16_b64(payload)

@@ -78,7 +78,10 @@ def signed_url_candidates(url: str) -> list[str]:
     netloc, tail = rest[:split], rest[split:]
     split = min((i for i in (tail.find(c) for c in "?#") if i >= 0), default=len(tail))
     path, after = tail[:split], tail[split:]
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced "[" or a host NFKC would change: anyone can send that Host
+        return [url]
     host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal keeps its brackets in a netloc
         host = f"[{host}]"

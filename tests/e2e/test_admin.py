@@ -14,7 +14,7 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,8 @@ from bridge.config import Secrets, Settings, check_startup
 from bridge.server.admin_client import print_sessions
 from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, run_call
 from bridge.testing.stack import Stack, open_stack
+from tests.e2e.conftest import REPO, run
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "admin-token-for-tests-4f1c9e"
 
 
@@ -93,10 +93,6 @@ async def wait_listed_active(stack: Stack, token: str | None = None, timeout: fl
             if len(sessions) == 1 and sessions[0]["state"] == "active" and sessions[0]["frames_in"] > 0:
                 return dict(sessions[0])
             await trio.sleep(0.1)
-
-
-def run(fn: Callable[[], Awaitable[None]]) -> None:
-    trio.run(fn)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,25 +9,25 @@ from typing import Any
 
 import trio
 
-from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.caller import CallResult, Pause, Say, WaitForReply
 from bridge.testing.simulator import SimulatorOptions
 from bridge.testing.simulator_tools import ToolCall, ToolTrigger
 from bridge.testing.stack import Stack, open_stack
 from bridge.testing.tool_server import Reply, Route, open_tool_server
 from bridge.testing.twilio_rest import open_twilio_rest
+from tests.e2e.conftest import call, run
 
 TOKEN = "twilio-test-auth-token"
 SECRET = "webhook-secret-for-the-e2e-tests"
 
 
-def run(fn: Any, *args: Any) -> Any:
-    return trio.run(fn, *args)
-
-
-async def call(stack: Stack, *, script: list[Any] | None = None, realtime: bool = False, **kw: Any) -> CallResult:
+async def call_and_listen(
+    stack: Stack, *, script: list[Any] | None = None, realtime: bool = False, **kw: Any
+) -> CallResult:
+    """A simulated call (as fast as the socket takes it, unless ``realtime``) that speaks and waits
+    for the reply, unless given its own script."""
     script = script or [Pause(200), Say(), WaitForReply(timeout_ms=20_000, settle_ms=1500), Pause(3000)]
-    with trio.fail_after(60):
-        return await run_call(CallerOptions(url=stack.media_url, realtime=realtime, script=script, **kw))
+    return await call(stack, script=script, realtime=realtime, **kw)
 
 
 def goodbye(call: ToolCall, preamble: str = "Thank you for calling, goodbye!") -> SimulatorOptions:
@@ -39,7 +39,9 @@ def test_end_call_closes_the_stream_only_after_the_goodbye_was_heard(tmp_path: P
         sim = goodbye(ToolCall("end_call", {"reason": "the caller has what they needed"}))
         overrides = {"realtime": {"end_call_tool": True}}
         async with open_stack(overrides=overrides, simulator=sim, records=tmp_path / "calls.sqlite") as stack:
-            result = await call(stack, script=[Pause(200), Say(), WaitForReply(timeout_ms=20_000, settle_ms=5000)])
+            result = await call_and_listen(
+                stack, script=[Pause(200), Say(), WaitForReply(timeout_ms=20_000, settle_ms=5000)]
+            )
             assert result.closed_by == "server" and result.close_code == 1000
             # The last mark of the goodbye came back before the socket was closed, and all of the
             # goodbye was played: nothing was left in the caller's buffer.
@@ -68,7 +70,9 @@ def test_transfer_redirects_the_call_after_the_audio_and_records_the_target(tmp_
             sim = goodbye(ToolCall("transfer_call", {"target": "support"}), "Let me put you through to support.")
             env = {"TWILIO_AUTH_TOKEN": TOKEN}
             async with open_stack(overrides=overrides, simulator=sim, env=env, records=tmp_path / "c.sqlite") as stack:
-                result = await call(stack, script=[Pause(200), Say(), WaitForReply(timeout_ms=20_000, settle_ms=5000)])
+                result = await call_and_listen(
+                    stack, script=[Pause(200), Say(), WaitForReply(timeout_ms=20_000, settle_ms=5000)]
+                )
                 (redirect,) = rest.redirects()
                 assert redirect.call_sid == result.call_sid and redirect.account_sid == result.account_sid
                 assert redirect.auth_user == result.account_sid
@@ -95,7 +99,7 @@ def test_transfer_to_a_target_that_is_not_configured_makes_no_request() -> None:
             }
             sim = goodbye(ToolCall("transfer_call", {"target": "+19005550100"}), "Transferring you.")
             async with open_stack(overrides=overrides, simulator=sim, env={"TWILIO_AUTH_TOKEN": TOKEN}) as stack:
-                result = await call(stack)
+                result = await call_and_listen(stack)
                 assert rest.requests == []
                 (session,) = stack.simulator.sessions
                 (output,) = session.tool_outputs
@@ -111,7 +115,7 @@ def test_call_webhooks_arrive_with_cost_and_end_reason_signed(tmp_path: Path) ->
             overrides = {"webhooks": {"endpoints": [{"url": hooks.url("/hooks")}], "retry_initial_s": 0.2}}
             env = {"BRIDGE_TOOLS_SECRET": SECRET}
             async with open_stack(overrides=overrides, records=tmp_path / "c.sqlite", env=env) as stack:
-                result = await call(stack, params={"caller_name": "Ada"})
+                result = await call_and_listen(stack, params={"caller_name": "Ada"})
                 await stack.wait_idle()
                 assert stack.sender is not None
                 stack.sender.kick()
@@ -143,7 +147,7 @@ def test_session_lookup_sets_the_instructions_the_session_update_carries() -> No
         async with open_tool_server({"/lookup": Route(handler=lookup)}) as crm:
             overrides = {"session_webhook": {"url": crm.url("/lookup")}}
             async with open_stack(overrides=overrides) as stack:
-                await call(stack, params={"caller_name": "Grace"}, script=[Pause(300), Say(), Pause(500)])
+                await call_and_listen(stack, params={"caller_name": "Grace"}, script=[Pause(300), Say(), Pause(500)])
                 (session,) = stack.simulator.sessions
                 update = next(e for e in session.received_events if e["type"] == "session.update")
                 assert update["session"]["instructions"] == "You are talking to Grace, a VIP."
@@ -165,7 +169,9 @@ def test_a_slow_session_lookup_falls_back_to_the_profile_within_its_timeout() ->
             async with open_stack(overrides=overrides) as stack:
                 began = trio.current_time()
                 # In real time, as a phone sends it: the lookup's half second is 25 frames to keep.
-                result = await call(stack, realtime=True, script=[Pause(200), Say(), WaitForReply(timeout_ms=15_000)])
+                result = await call_and_listen(
+                    stack, realtime=True, script=[Pause(200), Say(), WaitForReply(timeout_ms=15_000)]
+                )
                 assert result.ok
                 (session,) = stack.simulator.sessions
                 update = next(e for e in session.received_events if e["type"] == "session.update")

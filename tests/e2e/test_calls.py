@@ -5,33 +5,16 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from bridge.audio.wavfile import CALLER_ALAW, CALLER_ULAW, bundled
-from bridge.testing.caller import ALAW, MULAW, CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.caller import ALAW, MULAW, CallResult, Pause, Say, WaitForReply
 from bridge.testing.simulator import SimulatorOptions, assistant_audio
 from bridge.testing.stack import Stack, open_stack
-
-
-def run(fn: Any, *args: Any) -> Any:
-    return trio.run(fn, *args)
-
-
-async def call(stack: Stack, **kw: Any) -> CallResult:
-    opts = CallerOptions(url=stack.media_url, **kw)
-    with trio.fail_after(60):
-        return await run_call(opts)
-
-
-def session_for(stack: Stack, result: CallResult) -> Any:
-    for runner in stack.hooks.finished:
-        if runner.core.call_sid == result.call_sid:
-            return runner
-    raise AssertionError("call not finalised by the bridge")
+from tests.e2e.conftest import call, run, runner_for
 
 
 def test_passthrough_call_end_to_end(tmp_path: Path) -> None:
@@ -56,7 +39,7 @@ def test_passthrough_call_end_to_end(tmp_path: Path) -> None:
                     await trio.sleep(0.01)
             assert sim.closed_at - hung_up < 1.0
             await stack.wait_idle()
-            runner = session_for(stack, result)
+            runner = await runner_for(stack, result)
             assert runner.core.end_reason == "caller_hangup"
             assert runner.core.stats.turns == 1
             assert stack.store is not None
@@ -137,7 +120,7 @@ def test_barge_in_end_to_end() -> None:
             )
             assert result.ok
             await stack.wait_idle()
-            runner = session_for(stack, result)
+            runner = await runner_for(stack, result)
             stats = runner.core.stats
             assert stats.barge_ins == 1
             # The clear left the bridge within 5 ms of speech_started arriving.

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import REPO
 
 
 def test_the_demo_runs_every_kind_of_call_and_says_what_each_cost() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "OPENAI_", "TWILIO_"))}
     done = subprocess.run(
         [sys.executable, "-m", "bridge", "demo", "--fast"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

@@ -19,8 +19,8 @@ import trio
 
 from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, run_call
 from bridge.testing.stack import Stack, open_stack
+from tests.e2e.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -106,7 +106,7 @@ def test_live_page_in_chromium_shows_the_live_call(tmp_path: Path) -> None:
                 row = dom[row_start : dom.find("</tr>", row_start)]
                 assert s["call_sid"] in row and "active" in row and "gpt-realtime" in row
                 assert 'id="sessions-empty" hidden' in dom  # the "No live calls" row is hidden
-                assert "mulaw → pcmu" in row
+                assert "ulaw_8k → pcmu" in row
                 assert dom.count("data-call-id=") == 1  # exactly this call, nothing stale
                 assert '<b id="total-calls">1</b>' in dom
 

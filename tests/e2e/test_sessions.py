@@ -10,23 +10,13 @@ from typing import Any
 import pytest
 import trio
 
-from bridge.audio.wavfile import CALLER_ULAW, bundled
-from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.caller import Pause, Say, WaitForReply
 from bridge.testing.simulator import SimulatorOptions
-from bridge.testing.stack import Stack, open_stack
+from bridge.testing.stack import open_stack
+from tests.e2e.conftest import SPEECH, call, run
 
-SPEECH = bundled(CALLER_ULAW).data[: 8 * 1600]  # 1.6 s of the caller's recording
 FRAME = 160
 TRANSCRIBED = {"realtime": {"transcription": {"model": "gpt-4o-mini-transcribe"}}}
-
-
-def run(fn: Any, *args: Any) -> Any:
-    return trio.run(fn, *args)
-
-
-async def call(stack: Stack, script: list[Any], **kw: Any) -> CallResult:
-    with trio.fail_after(60):
-        return await run_call(CallerOptions(url=stack.media_url, audio=SPEECH, script=script, **kw))
 
 
 def overrides(**realtime: Any) -> dict[str, Any]:
@@ -48,7 +38,7 @@ def test_a_dropped_socket_mid_answer_is_replaced_and_the_call_goes_on(tmp_path: 
         sim = SimulatorOptions(response_audio_ms=6000, drop_after_s=5.0, drop_mode=mode, fault_sessions=1)
         async with open_stack(overrides=overrides(), simulator=sim, records=tmp_path / "c.sqlite") as stack:
             script = [Pause(200), Say(), Pause(4500), Say(), WaitForReply(timeout_ms=20_000, settle_ms=500)]
-            result = await call(stack, script)
+            result = await call(stack, audio=SPEECH, script=script)
             assert result.ok and result.closed_by == "caller", result
             first, second = stack.simulator.sessions
             assert first.fault == mode and second.fault is None
@@ -85,7 +75,7 @@ def test_session_expiry_is_survived() -> None:
         sim = SimulatorOptions(response_audio_ms=1500, expire_after_s=2.5, fault_sessions=1)
         async with open_stack(overrides=overrides(), simulator=sim) as stack:
             script = [Pause(200), Say(), WaitForReply(timeout_ms=10_000), Pause(1000), Say(), WaitForReply(10_000)]
-            result = await call(stack, script)
+            result = await call(stack, audio=SPEECH, script=script)
             assert result.ok and result.closed_by == "caller"
             first, second = stack.simulator.sessions
             assert first.expired and not second.expired
@@ -102,7 +92,7 @@ def test_a_silent_socket_is_found_by_its_missing_pongs() -> None:
         sim = SimulatorOptions(response_audio_ms=1000, drop_after_s=1.0, drop_mode="silent", fault_sessions=1)
         quick_pings = overrides(ping_interval_s=0.3, ping_timeout_s=0.5)
         async with open_stack(overrides=quick_pings, simulator=sim) as stack:
-            result = await call(stack, [Pause(2500), Say(), WaitForReply(timeout_ms=10_000)])
+            result = await call(stack, audio=SPEECH, script=[Pause(2500), Say(), WaitForReply(timeout_ms=10_000)])
             assert result.ok
             assert len(stack.simulator.sessions) == 2
             await stack.wait_idle()
@@ -118,7 +108,7 @@ def test_two_handovers_lose_and_repeat_no_caller_audio() -> None:
         sim = SimulatorOptions(response_audio_ms=1200, max_session_s=8.0)
         async with open_stack(overrides=overrides(session_handover_s=3.0), simulator=sim) as stack:
             turn = [Say(), WaitForReply(timeout_ms=10_000, settle_ms=400), Pause(1200)]
-            result = await call(stack, [Pause(200), *turn, *turn, *turn, *turn])
+            result = await call(stack, audio=SPEECH, script=[Pause(200), *turn, *turn, *turn, *turn])
             assert result.ok and result.closed_by == "caller"
             sessions = stack.simulator.sessions
             assert len(sessions) >= 3, "two handovers or more"
@@ -151,7 +141,7 @@ def test_when_reconnects_keep_failing_the_call_ends_with_a_record_that_says_why(
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(refuse_later)
-                result = await call(stack, [Pause(6000)])
+                result = await call(stack, audio=SPEECH, script=[Pause(6000)])
             assert result.closed_by == "server" and result.close_code == 1011
             assert result.close_reason is not None and "model_error" in result.close_reason
             await stack.wait_idle()

@@ -13,24 +13,22 @@ from typing import Any
 import trio
 
 from bridge import signing
-from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.caller import CallResult, Pause, Say, WaitForReply
 from bridge.testing.simulator import SimulatorOptions
 from bridge.testing.simulator_tools import ToolCall, ToolTrigger
 from bridge.testing.stack import Stack, open_stack
 from bridge.testing.tool_server import ORDER_STATUS, ORDER_STATUS_TOOL, ORDERS, Route, open_tool_server
+from tests.e2e.conftest import call, free_port, run
 from tests.openai_types import validate_client
 
 SECRET = "tools-secret-for-the-e2e-tests-0123"
 
 
-def run(fn: Any, *args: Any) -> Any:
-    return trio.run(fn, *args)
-
-
-async def call(stack: Stack, *, script: list[Any] | None = None, **kw: Any) -> CallResult:
+async def call_and_listen(stack: Stack, *, script: list[Any] | None = None, **kw: Any) -> CallResult:
+    """A simulated call, as fast as the socket takes it, that speaks and waits for the reply
+    (unless given its own script)."""
     script = script or [Pause(200), Say(), WaitForReply(timeout_ms=20_000, settle_ms=1500)]
-    with trio.fail_after(60):
-        return await run_call(CallerOptions(url=stack.media_url, realtime=False, script=script, **kw))
+    return await call(stack, script=script, realtime=False, **kw)
 
 
 def trigger(*calls: ToolCall, turn: int = 1, preamble: str | None = "One moment, let me check.") -> SimulatorOptions:
@@ -47,7 +45,7 @@ def test_the_model_calls_a_webhook_tool_and_the_caller_hears_the_answer() -> Non
             overrides = {"realtime": {"tools": [tool_config(tools.url("/order-status"))]}}
             sim = trigger(ToolCall("order_status", {"order_id": "A1234"}))
             async with open_stack(overrides=overrides, simulator=sim, env={"BRIDGE_TOOLS_SECRET": SECRET}) as stack:
-                result = await call(stack, params={"from": "+442071234567", "to": "+15550001111"})
+                result = await call_and_listen(stack, params={"from": "+442071234567", "to": "+15550001111"})
                 assert result.ok, result
                 (request,) = tools.requests
                 # The documented request, signed, and the signature verifies.
@@ -86,7 +84,7 @@ def test_failing_tools_tell_the_model_within_the_timeout_and_the_call_goes_on() 
     async def main() -> None:
         routes = {"/hang": Route(hang=True), "/boom": Route(status=500, body="internal error")}
         async with open_tool_server(routes) as tools:
-            unreachable = f"http://127.0.0.1:{_closed_port()}/nothing"
+            unreachable = f"http://127.0.0.1:{free_port()}/nothing"
             tool_list = [
                 tool_config(tools.url("/hang"), name="slow", timeout_s=1.0),
                 tool_config(tools.url("/boom"), name="broken"),
@@ -100,7 +98,7 @@ def test_failing_tools_tell_the_model_within_the_timeout_and_the_call_goes_on() 
                 ToolCall("strict", {"order_number": 4}),  # breaks the schema: never sent
             )
             async with open_stack(overrides={"realtime": {"tools": tool_list}}, simulator=trigger(*calls)) as stack:
-                result = await call(stack)
+                result = await call_and_listen(stack)
                 assert result.ok, result
                 (sim,) = stack.simulator.sessions
                 outputs = {o.name: o.output for o in sim.tool_outputs}
@@ -132,7 +130,7 @@ def test_two_calls_in_one_response_run_concurrently() -> None:
             overrides = {"realtime": {"tools": [tool_config(tools.url("/order-status"))]}}
             calls = (ToolCall("order_status", {"order_id": "A1234"}), ToolCall("order_status", {"order_id": "B5678"}))
             async with open_stack(overrides=overrides, simulator=trigger(*calls)) as stack:
-                result = await call(stack)
+                result = await call_and_listen(stack)
                 assert result.ok, result
                 first, second = sorted(tools.requests, key=lambda r: r.received_at)
                 assert second.received_at - first.received_at < 0.3  # not one after the other
@@ -151,7 +149,7 @@ def test_a_caller_hanging_up_during_a_tool_call_cancels_the_request() -> None:
             sim = trigger(ToolCall("order_status", {"order_id": "A1234"}), preamble=None)
             async with open_stack(overrides=overrides, simulator=sim) as stack:
                 script = [Pause(200), Say(), Pause(1500)]  # hangs up while the tool still runs
-                result = await call(stack, script=script)
+                result = await call_and_listen(stack, script=script)
                 hung_up = trio.current_time()
                 assert result.connected
                 await stack.wait_idle()
@@ -187,14 +185,6 @@ def test_barge_in_during_a_tool_call_still_clears_playback() -> None:
     run(main)
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_tool_definitions_in_session_update_match_the_configuration() -> None:
     async def main() -> None:
         async with open_tool_server({"/order-status": ORDER_STATUS}) as tools:
@@ -202,7 +192,7 @@ def test_tool_definitions_in_session_update_match_the_configuration() -> None:
                 "realtime": {"tools": [tool_config(tools.url("/order-status"))], "tool_choice": "auto"},
             }
             async with open_stack(overrides=overrides) as stack:
-                await call(stack, script=[Pause(300)])
+                await call_and_listen(stack, script=[Pause(300)])
                 (sim,) = stack.simulator.sessions
                 update = next(e for e in sim.received_events if e["type"] == "session.update")
                 validate_client(update)

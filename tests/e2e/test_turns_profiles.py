@@ -15,7 +15,7 @@ import trio
 
 from bridge.audio.wavfile import CALLER_ULAW, bundled
 from bridge.call.runner import CallRunner
-from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
+from bridge.testing.caller import CallResult, Pause, Say, WaitForReply
 from bridge.testing.simulator import (
     DEFAULT_ASSISTANT_TRANSCRIPT,
     DEFAULT_USER_TRANSCRIPT,
@@ -23,6 +23,7 @@ from bridge.testing.simulator import (
     SimulatorOptions,
 )
 from bridge.testing.stack import Stack, open_stack
+from tests.e2e.conftest import call, run, runner_for
 
 FAST = SimulatorOptions(speed=8.0, response_audio_ms=1500)
 SALES = {"model": "gpt-realtime-mini", "voice": "cedar", "instructions": "Sales for {caller_name}"}
@@ -30,24 +31,10 @@ SALES = {"model": "gpt-realtime-mini", "voice": "cedar", "instructions": "Sales 
 FIRST_PHRASE = bundled(CALLER_ULAW).data[: 700 * 8]
 
 
-def run(fn: Any) -> None:
-    trio.run(fn)
-
-
-async def call(stack: Stack, **kw: Any) -> CallResult:
-    with trio.fail_after(30):
-        result = await run_call(CallerOptions(url=stack.media_url, **kw))
+async def connected_call(stack: Stack, **kw: Any) -> CallResult:
+    result = await call(stack, timeout_s=30, **kw)
     assert result.connected, result.connect_error
     return result
-
-
-async def runner_for(stack: Stack, result: CallResult) -> CallRunner:
-    with trio.fail_after(5):
-        while True:
-            for runner in stack.hooks.finished:
-                if runner.core.call_sid == result.call_sid:
-                    return runner
-            await trio.sleep(0.02)
 
 
 def events(sim: SimulatedSession, kind: str) -> list[dict[str, Any]]:
@@ -106,7 +93,7 @@ def test_profile_chosen_by_stream_parameter() -> None:
     async def main() -> None:
         with trio.fail_after(30):
             async with open_stack(overrides={"profiles": {"sales": SALES}}, simulator=FAST) as stack:
-                result = await call(
+                result = await connected_call(
                     stack,
                     realtime=False,
                     params={"profile": "sales", "caller_name": "Ada"},
@@ -145,7 +132,9 @@ def test_profile_chosen_by_to_number_and_unknown_profile_falls_back() -> None:
                 other = await post_twiml(stack.port, {"To": "+442070000000", "From": "+15550001234"})
                 assert "profile" not in other
 
-                routed = await call(stack, realtime=False, params=params, script=[WaitForReply(timeout_ms=800)])
+                routed = await connected_call(
+                    stack, realtime=False, params=params, script=[WaitForReply(timeout_ms=800)]
+                )
                 (sim,) = stack.simulator.sessions
                 session = session_update(sim)
                 assert session["model"] == "gpt-realtime-mini"
@@ -154,7 +143,7 @@ def test_profile_chosen_by_to_number_and_unknown_profile_falls_back() -> None:
                 runner = await runner_for(stack, routed)
                 assert runner.core.profile == "sales" and runner.core.warnings == []
 
-                unknown = await call(
+                unknown = await connected_call(
                     stack, realtime=False, params={"profile": "nope"}, script=[WaitForReply(timeout_ms=800)]
                 )
                 sim2 = stack.simulator.sessions[1]
@@ -181,7 +170,7 @@ def test_greeting_is_heard_before_the_caller_speaks() -> None:
     async def main() -> None:
         with trio.fail_after(30):
             async with open_stack(overrides=overrides, simulator=FAST) as stack:
-                result = await call(
+                result = await connected_call(
                     stack,
                     realtime=True,
                     params={"profile": "greeter"},
@@ -217,7 +206,7 @@ def test_greeting_with_a_key_pressed_while_the_session_opens() -> None:
     async def main() -> None:
         with trio.fail_after(30):
             async with open_stack(overrides=overrides, simulator=FAST) as stack:
-                result = await call(
+                result = await connected_call(
                     stack,
                     realtime=False,
                     params={"profile": "greeter"},
@@ -246,7 +235,7 @@ def test_dtmf_reaches_the_model_and_gets_an_answer() -> None:
     async def main() -> None:
         with trio.fail_after(40):
             async with open_stack(overrides=overrides, simulator=FAST) as stack:
-                result = await call(
+                result = await connected_call(
                     stack,
                     realtime=False,
                     dtmf=[(1500, "5")],
@@ -271,7 +260,7 @@ def test_dtmf_reaches_the_model_and_gets_an_answer() -> None:
                 no_errors(sim)
 
                 # With dtmf_response = false the digit is told to the model, which is not asked to answer.
-                quiet = await call(
+                quiet = await connected_call(
                     stack,
                     realtime=False,
                     params={"profile": "quiet"},
@@ -297,7 +286,7 @@ def test_manual_mode_local_vad_commits_and_asks_for_a_response() -> None:
     async def main() -> None:
         with trio.fail_after(40):
             async with open_stack(overrides=overrides, simulator=FAST) as stack:
-                result = await call(
+                result = await connected_call(
                     stack,
                     realtime=True,
                     speed=4.0,  # the local detector counts audio time, not wall time
@@ -373,7 +362,9 @@ def test_vad_profiles_send_exactly_the_configured_fields() -> None:
             async with open_stack(overrides={"profiles": profiles}, simulator=FAST) as stack:
                 for i, name in enumerate(wanted):
                     params = {} if name == "default" else {"profile": name}
-                    result = await call(stack, realtime=False, params=params, script=[WaitForReply(timeout_ms=600)])
+                    result = await connected_call(
+                        stack, realtime=False, params=params, script=[WaitForReply(timeout_ms=600)]
+                    )
                     sim = stack.simulator.sessions[i]
                     td = session_update(sim)["audio"]["input"]["turn_detection"]
                     assert td == wanted[name], name
@@ -398,7 +389,7 @@ def _transcribed(log: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 async def _transcribed_call(stack: Stack) -> tuple[CallResult, CallRunner, SimulatedSession]:
-    result = await call(
+    result = await connected_call(
         stack,
         realtime=False,
         params={"profile": "scribe"},

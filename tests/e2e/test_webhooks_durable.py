@@ -18,7 +18,8 @@ from bridge.testing.caller import run_call
 from bridge.testing.simulator import SimulatorOptions
 from bridge.testing.simulator_server import open_simulator
 from bridge.testing.tool_server import Route, ToolServer
-from tests.e2e.test_supervisor import REPLY_MS, free_port, new_sid, service, speaking_call
+from tests.e2e.conftest import free_port, new_sid, service, speaking_call
+from tests.e2e.test_supervisor import REPLY_MS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux (/proc, signals)")
 
@@ -65,7 +66,9 @@ timeout_s = 2
             assert {row.type for row in pending} == {"call.started", "call.ended"}
             listed = subprocess.run(
                 [sys.executable, "-m", "bridge", "webhooks", "--json", "--db", str(svc.records)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             assert json.loads(listed.stdout)["counts"]["pending"] == 4
 

@@ -20,6 +20,7 @@ from bridge.carrier.base import (
     Media,
     Start,
     Stop,
+    flush_frames,
     media_frames,
 )
 from bridge.carrier.common import basic_authorization
@@ -146,6 +147,16 @@ def test_media_frames_are_multiples_of_320_bytes() -> None:
     assert b"".join(first + second) == audio[:1920]
     writer.clear()
     assert _payloads(media_frames(writer, base64.b64encode(bytes(320)).decode())) == [bytes(320)]
+
+
+@pytest.mark.parametrize(("rate", "padding_ms"), [(8000, 15.0), (16000, 7.5)])
+def test_flush_pads_the_held_remainder_to_320_bytes(rate: int, padding_ms: float) -> None:
+    writer = ExotelWriter(SID, rate)
+    audio = bytes(range(1, 81)) * 5  # 400 bytes: 320 sent, 80 held
+    assert [len(p) for p in _payloads(media_frames(writer, base64.b64encode(audio).decode()))] == [320]
+    frames, pad = flush_frames(writer)
+    assert _payloads(frames) == [audio[320:] + bytes(240)] and pad == padding_ms
+    assert flush_frames(writer) == ([], 0.0)
 
 
 def test_media_frames_split_at_100_kb() -> None:

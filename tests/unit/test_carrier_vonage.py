@@ -23,6 +23,7 @@ from bridge.carrier.base import (
     MarkEcho,
     Media,
     Start,
+    flush_frames,
     media_frames,
 )
 from bridge.carrier.vonage import Vonage, VonageSettings, VonageWriter, from_settings, jwt_hs256_claims
@@ -155,6 +156,18 @@ def test_media_frames_are_20ms_and_hold_the_remainder() -> None:
     assert b"".join(bytes(f) for f in (*first, *second)) == audio[:1920]
     writer.clear()  # drops the 80 held bytes: they must not play after a barge-in
     assert media_frames(writer, base64.b64encode(bytes(640)).decode()) == [bytes(640)]
+
+
+def test_flush_pads_the_held_remainder_to_a_whole_frame() -> None:
+    writer = VonageWriter(16000)
+    audio = bytes(range(1, 201)) * 4  # 800 bytes: one frame sent, 160 held
+    assert [len(f) for f in media_frames(writer, base64.b64encode(audio).decode())] == [640]
+    frames, padding_ms = flush_frames(writer)
+    assert frames == [audio[640:] + bytes(480)] and padding_ms == 15.0
+    assert flush_frames(writer) == ([], 0.0)  # nothing held any more
+    media_frames(writer, base64.b64encode(audio[:100]).decode())
+    writer.clear()
+    assert flush_frames(writer) == ([], 0.0)  # a clear dropped the remainder: nothing to flush
 
 
 @pytest.mark.parametrize(("rate", "size"), [(8000, 320), (16000, 640), (24000, 960)])

@@ -414,7 +414,8 @@ const S1 = {
   cost_usd: 0.0123, worker: 1,
 };
 const S2 = {
-  id: "c2", call_sid: "CA2", stream_sid: "MZ2", state: "connecting", turn: "<b>weird</b>",
+  id: "c2", call_sid: "CA2", stream_sid: "MZ2", state: "reconnecting", turn: "<b>weird</b>",
+  tools_pending: ["lookup_order"], reconnects: 2, handovers: 1,
   profile: "p", model: "m", carrier_format: "pcma", session_format: "pcma",
   started_at: now / 1000 - 5, duration_s: 5, frames_in: 0, frames_out: 0, barge_ins: 0,
   cost_usd: null, worker: 2,
@@ -456,6 +457,12 @@ const S2 = {
   check(cell(r1, "call_sid").textContent === EVIL, "call_sid shown verbatim (as text)");
   check(cell(r1, "id").textContent === "c/1?x", "id cell");
   check(cell(r1, "state").textContent === "active", "state cell");
+  check(!cell(r1, "state").className.includes("state-reconnecting"), "an active call is not marked");
+  const st2 = cell(row("c2"), "state");
+  check(st2 !== undefined && st2.className.split(" ").includes("state-reconnecting"),
+        "a reconnecting call is marked and keeps its column class");
+  check(st2.textContent === "reconnecting" + "waiting on lookup_order · reconnected 2× · handed over 1×",
+        "state note: pending tools, reconnects, handovers");
   check(cell(r1, "turn").children[0].className === "turn turn-assistant_speaking", "turn colour class");
   check(cell(row("c2"), "turn").children[0].className === "turn turn-unknown",
         "unknown turn not used as class");

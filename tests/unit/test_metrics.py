@@ -389,3 +389,20 @@ def test_promtool_would_catch_a_bad_name() -> None:
     bad = b"# HELP bridge_latency_ms Latency.\n# TYPE bridge_latency_ms gauge\nbridge_latency_ms 1\n"
     result = _promtool_check(bad)
     assert result.returncode != 0
+
+
+def test_observability_reference_documents_every_metric_and_its_labels() -> None:
+    # The metric reference in docs/observability.md is what operators alert on: a metric added in
+    # bridge/metrics.py without a row there (or with different labels) is a silent contract change.
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    rows: dict[str, str] = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 4 and re.fullmatch(r"`bridge_[a-z_]+`", cells[1]):
+            rows[cells[1].strip("`")] = cells[3]
+    types = metrics.metric_types()
+    assert set(rows) == set(types)
+    for metric in metrics.ALL_METRICS:
+        name = metric._name if types.get(metric._name) else f"{metric._name}_total"
+        documented = tuple(re.findall(r"`([a-z_]+)`", rows[name]))
+        assert documented == tuple(metric._labelnames), name
