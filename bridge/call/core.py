@@ -192,6 +192,7 @@ class _Goodbye:
     target: str | None = None  # transfer: the configured destination
     requested: bool = False  # transfer: the carrier request was made
 
+
 # The close code each end reason puts on the carrier's socket, unless the cause names its own
 # (an unsupported format is 1003, an oversized message 1009).
 CLOSE_CODES: dict[EndReason, CloseCode] = {
@@ -727,13 +728,6 @@ class CallCore:
             self._on_session_updated(ev, now, out)
         elif isinstance(ev, rt.ItemTruncated):
             out.append(Note(NoteKind.TRUNCATED, {"item_id": ev.item_id, "audio_end_ms": ev.audio_end_ms}))
-        elif isinstance(ev, rt.AudioDone):
-            # With server.mark_interval_ms the answer's last chunk may not be marked yet: its end is
-            # what tells when the caller has heard all of it.
-            if self._writer is not None and ev.response_id not in self._muted_responses:
-                name = self._tracker.mark()
-                if name is not None:
-                    out.append(SendCarrier(self._writer.mark(name)))
         elif isinstance(ev, rt.InputTranscript):
             if self.meter is not None and ev.usage:
                 self.meter.add_transcription_usage(ev.usage)
@@ -976,17 +970,22 @@ class CallCore:
 
     def _on_audio_done(self, ev: rt.AudioDone, now: float, out: list[Action]) -> None:
         """An answer's audio is complete: a framing writer's held-back tail goes out now (padded to
-        a whole frame), with a mark after it, so the caller hears the answer's last words before
-        the next answer (or before an ``end_call`` hangs up)."""
-        if not self._framed or self._writer is None:
+        a whole frame), so the caller hears the answer's last words before the next answer (or
+        before an ``end_call`` hangs up); and the end of the answer gets a mark, once, if the last
+        chunks went unmarked (``server.mark_interval_ms``) or the tail was flushed: its echo is what
+        tells when the caller has heard all of it."""
+        if self._writer is None:
             return
         if ev.item_id in self._muted_items or ev.response_id in self._muted_responses:
             return
-        frames, padding_ms = tel.flush_frames(self._writer)
-        if not frames:
-            return
-        out.extend(SendCarrier(frame) for frame in frames)
-        out.append(SendCarrier(self._writer.mark(self._tracker.on_sent(ev.item_id, padding_ms, 0.0, now))))
+        if self._framed:
+            frames, padding_ms = tel.flush_frames(self._writer)
+            if frames:
+                out.extend(SendCarrier(frame) for frame in frames)
+                self._tracker.on_sent(ev.item_id, padding_ms, 0.0, now, mark=False)
+        name = self._tracker.mark()
+        if name is not None:
+            out.append(SendCarrier(self._writer.mark(name)))
 
     def _on_response_done(self, ev: rt.ResponseDone, now: float, out: list[Action]) -> None:
         if self._response_id == ev.response_id or self._response_id is None:
@@ -1192,8 +1191,15 @@ class CallCore:
         why = f"HTTP status {result.status}" if result.status is not None else (result.detail or "no answer")
         if call is not None:
             text = f"The transfer to {goodbye.detail} failed ({why}). Tell the caller and carry on helping them."
-            self._tool_output(call, ToolOutcome.HTTP_ERROR if result.status else ToolOutcome.UNREACHABLE, text,
-                              now, out, status=result.status, detail=result.detail)
+            self._tool_output(
+                call,
+                ToolOutcome.HTTP_ERROR if result.status else ToolOutcome.UNREACHABLE,
+                text,
+                now,
+                out,
+                status=result.status,
+                detail=result.detail,
+            )
         return out
 
     def _mcp_note(self, item_id: str, kind: str, status: str, error: str | None, out: list[Action]) -> None:

@@ -7,9 +7,12 @@ import base64
 import json
 from typing import Any
 
+import pytest
+
 from bridge.call.core import CallCore, SendCarrier, SendModel, UseModel
 from bridge.carrier import base as tel
 from bridge.carrier.twilio import Twilio
+from bridge.carrier.vonage import Vonage
 from bridge.config import Settings
 from bridge.realtime import events as rt
 from bridge.vocabulary import CallState
@@ -162,3 +165,47 @@ def test_held_audio_goes_up_when_the_call_ends() -> None:
     core.on_carrier(tel.Media(frame(4)), 1.0)
     out = core.on_carrier(tel.Stop("CA1"), 1.01)
     assert appends(out) == [bytes([4]) * 160]
+
+
+def vonage_active(**overrides: Any) -> CallCore:
+    carrier = Vonage()
+    core = CallCore(Settings(**overrides), "c1", 0.0, carrier)
+    start = carrier.parse(json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000"}))
+    core.on_carrier(start, 0.0)
+    core.on_model_connected(0.1)
+    core.on_model(rt.SessionUpdated({}), 0.2)
+    assert core.state is CallState.ACTIVE
+    return core
+
+
+def vonage_marks(actions: list[Any]) -> list[str]:
+    return [
+        json.loads(a.frame)["payload"]["name"]
+        for a in actions
+        if isinstance(a, SendCarrier) and isinstance(a.frame, str)
+    ]
+
+
+def vonage_audio(actions: list[Any]) -> list[bytes]:
+    return [a.frame for a in actions if isinstance(a, SendCarrier) and isinstance(a.frame, bytes)]
+
+
+@pytest.mark.parametrize("every", [0, 200])
+def test_a_framing_carrier_gets_the_answers_tail_then_one_closing_mark(every: int) -> None:
+    """AudioDone on Vonage: the held partial frame goes out padded, and the end is marked once."""
+    core = vonage_active(server={"mark_interval_ms": every})
+    per_ms = core.converter.session.audio.bytes_per_ms  # the model's format (pcm16 at 24 kHz)
+    core.on_model(rt.ResponseCreated("r1"), 1.0)
+    odd = base64.b64encode(bytes(int(per_ms * 30) + 2)).decode()  # 30 ms and a bit: a tail held
+    sent = core.on_model(rt.AudioDelta("r1", "item_1", odd), 1.0)
+    assert len(vonage_audio(sent)) == 1  # one whole 20 ms frame, the rest held
+    assert len(vonage_marks(sent)) == (1 if every == 0 else 0)
+    done = core.on_model(rt.AudioDone("r1", "item_1"), 1.1)
+    (tail,) = vonage_audio(done)
+    assert len(tail) == 640  # 20 ms of 16 kHz l16, padded with silence
+    (last,) = vonage_marks(done)  # one mark, after the tail
+    assert isinstance(done[-1], SendCarrier) and done[-1].frame == core._writer.mark(last)  # type: ignore[union-attr]
+    core.on_carrier(tel.MarkEcho(last), 1.2)
+    assert core.tracker.pending_marks == 0 and core.tracker.unmarked_ms == 0
+    assert core.tracker.head(1.2) == pytest.approx(40)  # the frame and the padded tail both played
+    assert vonage_marks(core.on_model(rt.AudioDone("r1", "item_1"), 1.3)) == []  # nothing new: no second mark
