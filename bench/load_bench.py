@@ -496,6 +496,9 @@ class Bench:
         cfg = self.tmp / f"bridge-{tag}.toml"
         cfg.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {pub_port}\nworkers = {setup.workers}\ndrain_timeout_s = 2\n'
+            # Capacity is what is measured, so admission must not cap it (overload_bench sets
+            # server.max_calls_per_worker through the environment, which wins over this file).
+            "max_calls_per_worker = 10000\n"
             f'[admin]\nhost = "127.0.0.1"\nport = {admin_port}\n'
             f'[realtime]\nurl = "ws://127.0.0.1:{up_port}/v1/realtime"\naudio_format = "pcmu"\n'
             f'[records]\npath = "{self.tmp / "calls.sqlite"}"\n'

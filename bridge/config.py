@@ -286,8 +286,9 @@ class ServerSettings(BaseModel):
     idle_timeout_s: float = Field(30.0, gt=0)  # no carrier message for this long ends the call
     metrics_dir: Path | None = None
     # How a call's WebSockets (carrier and model) are read and written: "direct" (the call's own
-    # tasks, bridge.websocket.direct) or "trio-websocket" (its reader task and channel per socket).
-    websocket: Literal["direct", "trio-websocket"] = "trio-websocket"
+    # tasks, bridge.websocket.direct; about half the CPU per call, BENCHMARKS.md) or
+    # "trio-websocket" (a reader task and a channel per socket, as before).
+    websocket: Literal["direct", "trio-websocket"] = "direct"
     # A playback mark after every chunk of model audio sent to the caller (0), or once this many ms
     # were sent since the last one, and at the end of each answer's audio.
     mark_interval_ms: int = Field(0, ge=0, le=2000)
