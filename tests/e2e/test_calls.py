@@ -16,7 +16,6 @@ from bridge.testing.simulator import SimulatorOptions, assistant_audio
 from bridge.testing.stack import Stack, open_stack
 from tests.e2e.conftest import call, run, runner_for
 
-
 # The default, the other WebSocket implementation (server.websocket), and the CPU levers that change
 # what goes on the wire (appends joined every 40 ms, a mark every 200 ms of answer audio).
 WIRE_VARIANTS = {
