@@ -4,9 +4,12 @@ wsproto), in both roles: messages, pings, closes, protocol errors, backpressure 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
@@ -315,3 +318,72 @@ def test_client_role_reads_frames_that_came_with_the_101() -> None:
             nursery.cancel_scope.cancel()
 
     run(main)
+
+
+def _self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for ``localhost``, and a client context trusting it."""
+    from datetime import datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp / "cert.pem").write_bytes(pem)
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    client = ssl.create_default_context(cadata=pem.decode())
+    return server, client
+
+
+def test_client_role_over_tls(tmp_path: Path) -> None:
+    """wss:// (the real Realtime API's scheme): the same framing over trio's SSLStream, the
+    certificate checked against the host name."""
+    server_ctx, client_ctx = _self_signed(tmp_path)
+
+    async def echo(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except ConnectionClosed:
+            pass
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(serve_websocket, echo, "127.0.0.1", 0, ssl_context=server_ctx))
+            url = f"wss://localhost:{server.port}/v1/realtime"
+            async with open_client(url, extra_headers=[], ssl_context=client_ctx,
+                                   connect_timeout=5, max_message=1 << 20) as ws:  # fmt: skip
+                await ws.send(["over tls", "x" * 70000])
+                got: list[str | bytes] = []
+                while len(got) < 2:
+                    got += await ws.receive()
+                assert got == ["over tls", "x" * 70000]
+            # A certificate the client does not trust fails the connect, not silently.
+            with pytest.raises((ssl.SSLError, trio.BrokenResourceError, HandshakeFailed)):
+                async with open_client(url, extra_headers=[], ssl_context=ssl.create_default_context(),
+                                       connect_timeout=5, max_message=1 << 20):  # fmt: skip
+                    pass
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
