@@ -101,6 +101,7 @@ class Service:
             f'[admin]\nhost = "127.0.0.1"\nport = {self.admin}\n'
             f'[realtime]\nurl = "ws://127.0.0.1:{self.up_port}/v1/realtime"\naudio_format = "pcmu"\n'
             f'[records]\npath = "{tmp / "calls.sqlite"}"\n[log]\nlevel = "warning"\nformat = "json"\n'
+            "[twilio]\nvalidate_signature = false\n"  # loopback; the load callers do not sign
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "PROMETHEUS_"))}
         env["OPENAI_API_KEY"] = "sk-bench-not-a-real-key-0000"
