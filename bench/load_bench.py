@@ -262,6 +262,32 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float, sig: int = signa
 TARGETS = ("bridge", "baseline")
 
 
+def parse_variants(specs: list[str]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """``NAME:section.key=value,...,root=PATH`` → {NAME: ((BRIDGE_SECTION__KEY, value), ..., ("root", PATH))}.
+
+    A variant is bridge with some settings changed through its environment overrides, or another
+    checkout of it (``root``: e.g. ``git archive COMMIT | tar -x -C PATH``, the code before a
+    change), measured as one more target of the same run: a lever against bridge as it is and
+    against the baseline."""
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for spec in specs:
+        name, _, body = spec.partition(":")
+        if not name or name in TARGETS or not body:
+            raise ValueError(f"--variant {spec!r}: expected NAME:section.key=value[,...][,root=PATH]")
+        env: list[tuple[str, str]] = []
+        for item in body.split(","):
+            key, _, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if key == "root" and Path(value, "bridge", "__main__.py").is_file():
+                env.append(("root", str(Path(value).resolve())))
+                continue
+            if "." not in key or not value:
+                raise ValueError(f"--variant {spec!r}: {item!r} is neither section.key=value nor root=CHECKOUT")
+            env.append(("BRIDGE_" + key.upper().replace(".", "__"), value))
+        out[name] = tuple(env)
+    return out
+
+
 @dataclass(frozen=True)
 class Setup:
     """What runs where in one step: which bridge, how many worker processes, on which CPUs."""
@@ -270,12 +296,15 @@ class Setup:
     workers: int = 1  # bridge only: server.workers
     service_cpus: tuple[int, ...] = (0,)
     load_cpus: tuple[int, ...] = (1,)
+    variant: str = ""  # bridge only: a named set of settings changed (see parse_variants)
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
         if self.target == "baseline":
             return "baseline"
-        return "bridge" if self.workers == 1 else f"bridge ×{self.workers}"
+        name = self.variant or "bridge"
+        return name if self.workers == 1 else f"{name} ×{self.workers}"
 
     @property
     def shared_cpus(self) -> bool:
@@ -287,6 +316,7 @@ class Step:
     calls: int
     target: str = "bridge"
     workers: int = 1
+    variant: str = ""
     connected: int = 0
     active_end: int = 0
     worker_cores: float = 0.0  # all worker processes (the baseline: its one process)
@@ -308,6 +338,13 @@ class Step:
     other_bridge_cpu: float = 0.0  # cores used on the bridge's CPU by anything but the bridge
     other_load_cpu: float = 0.0  # cores used on the load CPU by anything but the load generators
     profile: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.target == "baseline":
+            return "baseline"
+        name = self.variant or "bridge"
+        return name if self.workers == 1 else f"{name} ×{self.workers}"
 
     @property
     def per_call(self) -> float:
@@ -459,6 +496,9 @@ class Bench:
         cfg = self.tmp / f"bridge-{tag}.toml"
         cfg.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {pub_port}\nworkers = {setup.workers}\ndrain_timeout_s = 2\n'
+            # Capacity is what is measured, so admission must not cap it (overload_bench sets
+            # server.max_calls_per_worker through the environment, which wins over this file).
+            "max_calls_per_worker = 10000\n"
             f'[admin]\nhost = "127.0.0.1"\nport = {admin_port}\n'
             f'[realtime]\nurl = "ws://127.0.0.1:{up_port}/v1/realtime"\naudio_format = "pcmu"\n'
             f'[records]\npath = "{self.tmp / "calls.sqlite"}"\n'
@@ -467,10 +507,13 @@ class Bench:
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "PROMETHEUS_"))}
         env["OPENAI_API_KEY"] = "sk-bench-not-a-real-key-0000"
+        env.update(setup.env)
+        root = Path(env.pop("root", ROOT))
+        env["PYTHONPATH"] = str(root)  # the checkout under test, also in the worker processes
         with open(log_path, "ab") as errors:
             proc = subprocess.Popen(
                 [self.py, "-m", "bridge", "--config", str(cfg), "serve"],
-                cwd=ROOT, env=env, stderr=errors, stdout=errors, preexec_fn=pinned(setup.service_cpus),
+                cwd=root, env=env, stderr=errors, stdout=errors, preexec_fn=pinned(setup.service_cpus),
             )  # fmt: skip
         deadline = time.monotonic() + 30
         while http_status(f"http://127.0.0.1:{admin_port}/readyz") != 200:
@@ -507,7 +550,8 @@ class Bench:
         a = self.args
         self.wait_quiet(setup.service_cpus + setup.load_cpus)
         self.runs += 1
-        tag = f"{self.runs:03d}-{setup.target}{setup.workers}-n{calls}" + ("-profile" if profile_s else "")
+        name = setup.variant or setup.target
+        tag = f"{self.runs:03d}-{name}{setup.workers}-n{calls}" + ("-profile" if profile_s else "")
         up_port, pub_port = free_port(), free_port()
         up_out = self.tmp / f"upstream-{tag}.npz"
         car_out = self.tmp / f"carrier-{tag}.npz"
@@ -522,7 +566,7 @@ class Bench:
             cwd=ROOT, preexec_fn=load_cpu,
         )  # fmt: skip
         service: subprocess.Popen[bytes] | None = None
-        step = Step(calls, setup.target, setup.workers)
+        step = Step(calls, setup.target, setup.workers, setup.variant)
         try:
             wait_port(up_port, 10)
             start = self._start_baseline if setup.target == "baseline" else self._start_bridge
@@ -678,6 +722,8 @@ LAYERS = (
     ("wsproto/", "wsproto (WebSocket framing, masking, UTF-8)"),
     ("h11/", "wsproto (WebSocket framing, masking, UTF-8)"),
     ("json/", "JSON"),
+    ("bridge/websocket/direct.py", "socket syscalls (bridge.websocket.direct: os.read/os.write)"),
+    ("bridge/websocket/codec.py", "bridge.websocket.codec (framing, masking, UTF-8)"),
     ("bridge/", "bridge (runner, core, dialects, hooks)"),
     ("structlog/", "logging"),
     ("prometheus_client/", "metrics"),
@@ -767,7 +813,7 @@ def print_steps(steps: list[Step]) -> None:
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for s in steps:
-        label = "baseline" if s.target == "baseline" else ("bridge" if s.workers == 1 else f"bridge ×{s.workers}")
+        label = s.label
         print(
             f"| {s.calls} | {label} | {s.worker_cores:.3f} | {s.per_call:.4f} "
             f"| {fmt(s.up, 'p50')} / {fmt(s.up, 'p99')} / {fmt(s.up, 'max')} "
@@ -779,19 +825,20 @@ def print_steps(steps: list[Step]) -> None:
 
 
 class Results:
-    """The steps of one run, by target and number of calls (several with ``--repeats``)."""
+    """The steps of one run, by label (bridge, baseline, a variant) and number of calls (several
+    with ``--repeats``)."""
 
-    def __init__(self) -> None:
-        self.steps: dict[str, dict[int, list[Step]]] = {t: {} for t in TARGETS}
+    def __init__(self, labels: list[str] | None = None) -> None:
+        self.steps: dict[str, dict[int, list[Step]]] = {t: {} for t in (labels or TARGETS)}
 
     def add(self, step: Step) -> None:
-        self.steps[step.target].setdefault(step.calls, []).append(step)
+        self.steps.setdefault(step.label, {}).setdefault(step.calls, []).append(step)
 
     def all(self) -> list[Step]:
-        return [s for t in TARGETS for n in sorted(self.steps[t]) for s in self.steps[t][n]]
+        return [s for t in self.steps for n in sorted(self.steps[t]) for s in self.steps[t][n]]
 
     def at(self, target: str, calls: int) -> list[Step]:
-        return self.steps[target].get(calls, [])
+        return self.steps.get(target, {}).get(calls, [])
 
     def med(self, target: str, calls: int, key: str) -> float:
         """Median over the repeats of one figure: ``per_call``, ``mem``, ``up.p99``, ``down.p50``..."""
@@ -825,39 +872,45 @@ class Results:
 
 
 def print_comparison(res: Results) -> None:
-    both = sorted(set(res.steps["bridge"]) & set(res.steps["baseline"]))
-    if not both:
+    bridges = [t for t in res.steps if t != "baseline" and res.steps[t]]
+    pairs_n = sorted({n for t in bridges for n in res.steps[t]} & set(res.steps.get("baseline", {})))
+    if not pairs_n:
         return
-    print("\nbridge against the baseline, same run (medians over the repeats; ratio = bridge / baseline):\n")
+    print("\nbridge (and its variants) against the baseline, same run (medians over the repeats; "
+          "ratio = bridge / baseline):\n")  # fmt: skip
     head = (
-        "| calls | core/call bridge | core/call baseline | CPU ratio | ratio per pair "
-        "| p50 / p99 / max up, bridge (ms) | p50 / p99 / max up, baseline (ms) "
-        "| p50 / p99 / max down, bridge (ms) | p50 / p99 / max down, baseline (ms) | MiB/call bridge / baseline |"
+        "| calls | bridge | core/call | core/call baseline | CPU ratio | ratio per pair "
+        "| p50 / p99 / max up (ms) | baseline up (ms) | p50 / p99 / max down (ms) | baseline down (ms) "
+        "| MiB/call / baseline's |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for n in both:
-        cb, cl = res.med("bridge", n, "per_call"), res.med("baseline", n, "per_call")
-        pairs = [
-            b.per_call / max(1e-9, base.per_call)
-            for b, base in zip(res.at("bridge", n), res.at("baseline", n), strict=False)
-        ]
+    for n in pairs_n:
+        cl = res.med("baseline", n, "per_call")
 
         def lat(t: str, way: str, n: int = n) -> str:
             return " / ".join(f"{res.med(t, n, f'{way}.{k}'):.2f}" for k in ("p50", "p99", "max"))
 
-        print(
-            f"| {n} | {cb:.4f} | {cl:.4f} | **{cb / cl:.2f}** | {', '.join(f'{r:.2f}' for r in pairs)} "
-            f"| {lat('bridge', 'up')} | {lat('baseline', 'up')} | {lat('bridge', 'down')} | {lat('baseline', 'down')} "
-            f"| {res.med('bridge', n, 'mem'):.3f} / {res.med('baseline', n, 'mem'):.3f} |"
-        )
+        for t in bridges:
+            if not res.at(t, n):
+                continue
+            cb = res.med(t, n, "per_call")
+            pairs = [
+                b.per_call / max(1e-9, base.per_call)
+                for b, base in zip(res.at(t, n), res.at("baseline", n), strict=False)
+            ]
+            print(
+                f"| {n} | {t} | {cb:.4f} | {cl:.4f} | **{cb / cl:.2f}** | {', '.join(f'{r:.2f}' for r in pairs)} "
+                f"| {lat(t, 'up')} | {lat('baseline', 'up')} | {lat(t, 'down')} | {lat('baseline', 'down')} "
+                f"| {res.med(t, n, 'mem'):.3f} / {res.med('baseline', n, 'mem'):.3f} |"
+            )
 
 
 def print_capacity(res: Results) -> None:
     print(f"\ncapacity: calls on one core before p99 passes {CAPACITY_P99_MS:.0f} ms either way (sweep steps only):\n")
     print("| | calls carried | p99 passed at | worker cores at the last good step |")
     print("|---|---|---|---|")
-    for t in TARGETS:
+    for t in res.steps:
         if not res.steps[t]:
             continue
         ok, failed = res.capacity(t)
@@ -885,7 +938,7 @@ def check_targets(res: Results) -> tuple[list[tuple[str, str, str, str]], bool]:
         mem = res.med("bridge", n, "mem")
         rows.append((f"memory per call at {n} calls (RSS growth / calls)", f"{mem:.3f} MiB",
                      f"≤ {TARGET_MEM_MIB} MiB", "met" if mem <= TARGET_MEM_MIB else "MISSED"))  # fmt: skip
-    if res.steps["bridge"]:
+    if res.steps.get("bridge"):
         ok, failed = res.capacity("bridge")
         if failed is not None and failed <= TARGET_CAPACITY:
             rows.append(("calls on one core before p99 passes 10 ms", f"{ok} (passed at {failed})",
@@ -913,7 +966,7 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
 def describe(step: Step) -> str:
     """One line per measured step, printed as the run goes."""
     s = step
-    label = "baseline" if s.target == "baseline" else ("bridge" if s.workers == 1 else f"bridge x{s.workers}")
+    label = s.label
     per_worker = f" [{' + '.join(f'{c:.2f}' for c in s.per_worker_cores)}]" if len(s.per_worker_cores) > 1 else ""
     return (
         f"  {label:8s} N={s.calls:4d}: {s.worker_cores:.3f} cores{per_worker} ({s.per_call:.4f}/call), "
@@ -931,7 +984,10 @@ def describe(step: Step) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--calls", default="10,50,75,100,125,150,175,200", help="comma-separated sweep of concurrent calls")
-    p.add_argument("--targets", default="bridge,baseline", help="bridges to measure (first N: in this order)")
+    p.add_argument("--targets", default="bridge,baseline",
+                   help="bridges to measure (first N: in this order): bridge, baseline, --variant names")  # fmt: skip
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:section.key=value[,...]",
+                   help="bridge with settings changed (environment overrides), measured as target NAME")  # fmt: skip
     p.add_argument("--repeats", type=int, default=1, help="measurements per N and bridge (order alternates)")
     p.add_argument("--quick", action="store_true", help="10, 50, 100 calls with 8 s windows")
     add_load_options(p)
@@ -941,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-cpu", type=int, default=1, help="the CPU the load generators are pinned to")
     p.add_argument("--profile-calls", type=int, default=100)
     p.add_argument("--profile-seconds", type=float, default=10.0)
-    p.add_argument("--profile-target", default="bridge", choices=TARGETS)
+    p.add_argument("--profile-target", default="bridge", help="bridge, baseline or a variant's name")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
@@ -949,9 +1005,14 @@ def main(argv: list[str] | None = None) -> int:
         args.calls = "10,50,100"
         args.window = min(args.window, 8.0)
         args.profile_seconds = min(args.profile_seconds, 5.0)
+    try:
+        args.variants = parse_variants(args.variant)
+    except ValueError as exc:
+        p.error(str(exc))
+    known = (*TARGETS, *args.variants)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets or any(t not in TARGETS for t in targets):
-        p.error(f"--targets: a comma-separated list of {', '.join(TARGETS)}")
+    if not targets or any(t not in known for t in targets) or args.profile_target not in known:
+        p.error(f"--targets and --profile-target: a comma-separated list of {', '.join(known)}")
     if len(os.sched_getaffinity(0)) < 2 and args.bridge_cpu != args.load_cpu:
         print("load_bench: needs two CPUs (the bridge on one, the load on the other)", file=sys.stderr)
         return 2
@@ -967,8 +1028,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def setup_of(args: argparse.Namespace, name: str) -> Setup:
+    """The one-worker Setup of target ``name`` (bridge, baseline or a variant) on the benchmark's CPUs."""
+    cpus = ((args.bridge_cpu,), (args.load_cpu,))
+    if name in TARGETS:
+        return Setup(name, 1, *cpus)
+    return Setup("bridge", 1, *cpus, variant=name, env=args.variants[name])
+
+
 def run(args: argparse.Namespace, bench: Bench, targets: list[str], sweep: list[int]) -> int:
-    res = Results()
+    res = Results(targets)
     stopped: set[str] = set()
     t_start = time.monotonic()
     for i, n in enumerate(sweep[:20]):
@@ -977,8 +1046,7 @@ def run(args: argparse.Namespace, bench: Bench, targets: list[str], sweep: list[
             for t in order:
                 if t in stopped:
                     continue
-                setup = Setup(t, 1, (args.bridge_cpu,), (args.load_cpu,))
-                step = bench.measure(setup, n, args.window)
+                step = bench.measure(setup_of(args, t), n, args.window)
                 res.add(step)
                 print(describe(step), flush=True)
         for t in targets:
@@ -992,7 +1060,7 @@ def run(args: argparse.Namespace, bench: Bench, targets: list[str], sweep: list[
             break
     profile: list[str] = []
     if not args.no_profile:
-        setup = Setup(args.profile_target, 1, (args.bridge_cpu,), (args.load_cpu,))
+        setup = setup_of(args, args.profile_target)
         pstep = bench.run_step(setup, args.profile_calls, args.profile_seconds + 3, profile_s=args.profile_seconds)
         profile = pstep.profile
     print(f"\nsweep took {time.monotonic() - t_start:.0f} s; {cpu_model()}; {versions()}\n")

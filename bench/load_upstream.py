@@ -37,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_bench import (
+    ID_BYTES,
     ID_CHARS,
     MAGIC_DELTA,
     MAGIC_FRAME,
@@ -53,6 +54,8 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 APPEND_TYPE = b'"input_audio_buffer.append"'
 AUDIO_KEY = b'"audio"'
 MAX_PENDING = 4 << 20
+FRAME_BYTES = 160  # one 20 ms caller frame of μ-law
+ONE_FRAME_CHARS = 4 * ((FRAME_BYTES + 2) // 3) + 2  # its base64 and the closing '"}'
 USAGE = {
     "total_tokens": 180,
     "input_tokens": 120,
@@ -187,6 +190,9 @@ class Conn:
                 head = unmask(payload[:80], key)
                 start = audio_start(head)
                 if start >= 0:
+                    if len(payload) - start > ONE_FRAME_CHARS:
+                        self._joined_frames(unmask(payload, key), start, t)  # append_interval_ms joined several
+                        continue
                     ident = read_id(head[start : start + ID_CHARS], MAGIC_FRAME)
                     if ident is None:
                         rec.bad += 1
@@ -201,6 +207,23 @@ class Conn:
                 self.write(ws_frame(unmask(payload, key)[:2], 0x8))
                 self.close()
                 return
+
+    def _joined_frames(self, text: bytes, start: int, t: float) -> None:
+        """An append carrying several caller frames: every frame's id, at each 160-byte boundary."""
+        rec = self.server.rec
+        end = text.find(b'"', start)
+        try:
+            audio = base64.b64decode(text[start:end])
+        except ValueError:
+            rec.bad += 1
+            return
+        for offset in range(0, len(audio) - ID_BYTES + 1, FRAME_BYTES):
+            raw = audio[offset : offset + ID_BYTES]
+            if raw[0] != MAGIC_FRAME:
+                rec.bad += 1
+                continue
+            rec.frame_ids.append(int.from_bytes(raw[1:], "big"))
+            rec.frame_t.append(t)
 
     def _handshake(self, head: bytes) -> None:
         key = b""

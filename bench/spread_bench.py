@@ -17,9 +17,12 @@ Under load: ``--load-calls`` calls of the same kind are connected first and stay
 rounds of six. Per round it reports the split of the six new calls, the split of all calls, and
 the CPU each worker used during the round.
 
-This measures; it does not judge (the issue sets no number for the spread), so it exits 0 unless
-the measurement itself failed. For reference, six independent fair coins split 3:3 with
-probability 20/64, 4:2 30/64, 5:1 12/64 and 6:0 2/64.
+Target (the balancer of bridge.server.occupancy, ``calls_ahead``): every idle round splits as
+evenly as it can (3:3 for six calls on two workers: no worker more than one call ahead), and
+after every round under load all calls are within ``--slack`` (2) of even, counting calls
+that end or start while the counts are read. Exit status 1 when a round misses it, 2 when the
+measurement failed. For reference, six independent fair coins (whichever worker's event loop
+wakes first) split 3:3 with probability 20/64, 4:2 30/64, 5:1 12/64 and 6:0 2/64.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ def show(counts: tuple[int, ...]) -> str:
     return ":".join(str(c) for c in counts)
 
 
+def even(counts: tuple[int, ...], slack: int) -> bool:
+    """No worker more than ``slack`` calls ahead of another."""
+    return max(counts) - min(counts) <= slack
+
+
 def coin_reference(n: int) -> str:
     """The distribution of max:min when ``n`` calls each pick one of two workers by a fair coin."""
     probs: dict[int, float] = {}
@@ -93,6 +101,7 @@ class Service:
             f'[admin]\nhost = "127.0.0.1"\nport = {self.admin}\n'
             f'[realtime]\nurl = "ws://127.0.0.1:{self.up_port}/v1/realtime"\naudio_format = "pcmu"\n'
             f'[records]\npath = "{tmp / "calls.sqlite"}"\n[log]\nlevel = "warning"\nformat = "json"\n'
+            "[twilio]\nvalidate_signature = false\n"  # loopback; the load callers do not sign
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "PROMETHEUS_"))}
         env["OPENAI_API_KEY"] = "sk-bench-not-a-real-key-0000"
@@ -177,18 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=float, default=0.2, help="seconds between the calls of a round")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--load-calls", type=int, default=40, help="calls up during the rounds under load (0: skip)")
+    p.add_argument("--slack", type=int, default=2, help="under load: most calls one worker may be ahead")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="spread-bench-"))
     print(f"spread_bench: python -m bridge serve --workers {args.workers}; {args.calls} calls {args.gap} s apart "
           f"per round; files in {tmp}", flush=True)  # fmt: skip
     svc = Service(args.workers, tmp)
     rows: list[tuple[str, int, str, str, str]] = []
+    uneven: list[str] = []
     try:
         for r in range(1, args.rounds + 1):
             if not svc.wait_idle(1.0):
                 raise RuntimeError("the service did not become idle between rounds")
             new, _, cpu = one_round(svc, args.calls, args.gap, f"idle-{r}")
             rows.append(("idle", r, show(new), show(new), " / ".join(f"{c:.2f}" for c in cpu)))
+            if not even(new, 1):
+                uneven.append(f"idle round {r}: {show(new)}")
             print(f"  idle round {r}: the {args.calls} calls split {show(new)}", flush=True)
         if args.load_calls:
             svc.wait_idle(1.0)
@@ -202,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                     new, everyone, cpu = one_round(svc, args.calls, args.gap, f"load-{r}")
                     cores = " / ".join(f"{c:.2f}" for c in cpu)
                     rows.append((f"under {args.load_calls} calls", r, show(new), show(everyone), cores))
+                    if not even(everyone, args.slack):
+                        uneven.append(f"loaded round {r}: all calls {show(everyone)}")
                     print(f"  loaded round {r}: the {args.calls} new calls split {show(new)}, all calls "
                           f"{show(everyone)}", flush=True)  # fmt: skip
                     time.sleep(1.0)
@@ -220,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {cond} | {r} | {new_s} | {all_s} | {cpu_s} |")
     if args.workers == 2:
         print(f"\nreference, {args.calls} fair coins (max:min): {coin_reference(args.calls)}")
-    return 0
+    print(f"\ntarget: idle rounds as even as possible, all calls within {args.slack} under load: "
+          f"{'MISSED (' + '; '.join(uneven) + ')' if uneven else 'met'}")  # fmt: skip
+    return 1 if uneven else 0
 
 
 if __name__ == "__main__":

@@ -222,6 +222,9 @@ class RealtimeSettings(SessionSettings):
     reconnect_timeout_s: float = Field(5.0, gt=0, le=120)
     # A session is replaced (at a quiet moment) once it is this old: OpenAI ends them at 60 min.
     session_handover_s: float = Field(3300.0, gt=0)
+    # Caller audio goes up in appends of at least this many ms (0: each carrier frame as it comes).
+    # Fewer, larger messages cost less CPU; each ms is latency the server's VAD reacts later.
+    append_interval_ms: int = Field(0, ge=0, le=200)
 
     @field_validator("url")
     @classmethod
@@ -282,6 +285,13 @@ class ServerSettings(BaseModel):
     ping_timeout_s: float = Field(20.0, gt=0)
     idle_timeout_s: float = Field(30.0, gt=0)  # no carrier message for this long ends the call
     metrics_dir: Path | None = None
+    # How a call's WebSockets (carrier and model) are read and written: "direct" (the call's own
+    # tasks, bridge.websocket.direct; about half the CPU per call, BENCHMARKS.md) or
+    # "trio-websocket" (a reader task and a channel per socket, as before).
+    websocket: Literal["direct", "trio-websocket"] = "direct"
+    # A playback mark after every chunk of model audio sent to the caller (0), or once this many ms
+    # were sent since the last one, and at the end of each answer's audio.
+    mark_interval_ms: int = Field(0, ge=0, le=2000)
 
     @field_validator("public_url")
     @classmethod

@@ -27,6 +27,7 @@ runner puts on the carrier's socket, so the wire always says what the core decid
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -191,6 +192,7 @@ class _Goodbye:
     target: str | None = None  # transfer: the configured destination
     requested: bool = False  # transfer: the carrier request was made
 
+
 # The close code each end reason puts on the carrier's socket, unless the cause names its own
 # (an unsupported format is 1003, an oversized message 1009).
 CLOSE_CODES: dict[EndReason, CloseCode] = {
@@ -277,6 +279,11 @@ class CallCore:
         self._framed = False  # the writer splits audio into frames of the carrier's size
         self._session_update: dict[str, Any] | None = None
         self._buffer: deque[str] = deque()
+        # Caller audio held for the next append (realtime.append_interval_ms), and how much.
+        self._up: list[str] = []
+        self._up_ms = 0.0
+        self._append_interval_ms = settings.realtime.append_interval_ms
+        self._mark_interval_ms = settings.server.mark_interval_ms
         self._pending_dtmf: list[str] = []
         self._tracker = PlaybackTracker()
         self._response_id: str | None = None  # response in progress
@@ -348,6 +355,8 @@ class CallCore:
         """Decide the end of the call once; later causes are ignored (the first one is the truth)."""
         if self.ending is not None:
             return
+        if self.state is CallState.ACTIVE:
+            self._send_up(out)  # what the caller said last still reaches the model (and its record)
         self.ending = EndCall(reason, detail, close_code or CLOSE_CODES[reason])
         self._to(CallState.CLOSING, out, reason=reason)
         out.append(self.ending)
@@ -577,13 +586,33 @@ class CallCore:
         if not payload:
             return out  # a decimating converter held the samples back for the next frame
         if self.state is CallState.ACTIVE:
-            out.append(SendModel(rt.append_audio(payload)))
+            if not self._append_interval_ms:
+                out.append(SendModel(rt.append_audio(payload)))
+            else:
+                self._up.append(payload)
+                self._up_ms += decoded_len(payload) / self._bytes_per_ms_session
+                if self._up_ms >= self._append_interval_ms - 0.5:
+                    self._send_up(out)
         elif self.state is CallState.STARTING or self.state is CallState.RECONNECTING:
             if len(self._buffer) >= MAX_BUFFERED_FRAMES:
                 self._buffer.popleft()
                 stats.dropped_frames += 1
             self._buffer.append(payload)
         return out
+
+    def _send_up(self, out: list[Action]) -> None:
+        """The caller audio held for the next append goes up now, as one append."""
+        up = self._up
+        if not up:
+            return
+        if len(up) == 1:
+            out.append(SendModel(rt.append_audio(up[0])))
+        else:
+            # Each payload is whole base64 (padded): joined as bytes, encoded once.
+            joined = b"".join([binascii.a2b_base64(p) for p in up])
+            out.append(SendModel(rt.append_audio(binascii.b2a_base64(joined, newline=False).decode("ascii"))))
+        self._up = []
+        self._up_ms = 0.0
 
     def _on_dtmf(self, ev: tel.Dtmf, out: list[Action]) -> None:
         self.stats.dtmf += 1
@@ -595,6 +624,7 @@ class CallCore:
 
     def _send_dtmf(self, digit: str, out: list[Action], respond: bool = True) -> None:
         # The WebSocket API has no DTMF event (SIP only), so the digit becomes a user message.
+        self._send_up(out)  # after the audio that came before the key
         text = f"[The caller pressed the keypad key {digit}]"
         self.history.user(text)
         out.append(SendModel(rt.dumps(rt.user_text(text))))
@@ -632,6 +662,7 @@ class CallCore:
                 self._commit_pending = True  # committed once the buffered audio has been sent
 
     def _commit_turn(self, out: list[Action]) -> None:
+        self._send_up(out)  # the turn ends after its last audio
         out.append(SendModel(rt.dumps(rt.commit())))
         if self._vad_settings is not None and self._vad_settings.create_response:
             self._request_response(out)
@@ -804,6 +835,8 @@ class CallCore:
         if self.ending is not None or self._lost is not None:
             return
         old = self._session_no
+        self._buffer.extend(self._up)  # held caller audio waits for the new session with the rest
+        self._up, self._up_ms = [], 0.0
         self._lost = _Loss(cause, detail, now)
         out.append(Note(NoteKind.RECONNECT, {"phase": "lost", "cause": cause, "detail": detail, "session": old}))
         out.append(UseModel(None))
@@ -888,6 +921,7 @@ class CallCore:
             self._cut_playback(now, out)
             self._response_id = None
             self._create_in_flight = False
+        self._send_up(out)  # held caller audio belongs to the session it was said in
         out.append(UseModel(new))
         self._session_no, self._session_started_at = new, now
         self._seed(out)
@@ -912,15 +946,20 @@ class CallCore:
             self._tracker.on_received_only(ev.item_id, model_ms)
             return []
         carrier_bytes = decoded_len(payload)
-        mark = self._tracker.on_sent(ev.item_id, carrier_bytes / self.converter.carrier.bytes_per_ms, model_ms, now)
+        carrier_ms = carrier_bytes / self.converter.carrier.bytes_per_ms
+        tracker = self._tracker
+        every = self._mark_interval_ms
+        marked = not every or tracker.unmarked_ms + carrier_ms >= every - 0.5
+        mark = tracker.on_sent(ev.item_id, carrier_ms, model_ms, now, mark=marked)
         self.stats.frames_out += 1
         self.stats.bytes_out += carrier_bytes
         if self._framed:
             # The carrier takes audio only in frames of a fixed size (Vonage, Exotel).
             out: list[Action] = [SendCarrier(frame) for frame in tel.media_frames(self._writer, payload)]
-            out.append(SendCarrier(self._writer.mark(mark)))
         else:
-            out = [SendCarrier(self._writer.media(payload)), SendCarrier(self._writer.mark(mark))]
+            out = [SendCarrier(self._writer.media(payload))]
+        if mark is not None:
+            out.append(SendCarrier(self._writer.mark(mark)))
         if self._awaiting_first_audio:
             self._awaiting_first_audio = False
             if self._speech_end_at is not None:
@@ -931,17 +970,22 @@ class CallCore:
 
     def _on_audio_done(self, ev: rt.AudioDone, now: float, out: list[Action]) -> None:
         """An answer's audio is complete: a framing writer's held-back tail goes out now (padded to
-        a whole frame), with a mark after it, so the caller hears the answer's last words before
-        the next answer (or before an ``end_call`` hangs up)."""
-        if not self._framed or self._writer is None:
+        a whole frame), so the caller hears the answer's last words before the next answer (or
+        before an ``end_call`` hangs up); and the end of the answer gets a mark, once, if the last
+        chunks went unmarked (``server.mark_interval_ms``) or the tail was flushed: its echo is what
+        tells when the caller has heard all of it."""
+        if self._writer is None:
             return
         if ev.item_id in self._muted_items or ev.response_id in self._muted_responses:
             return
-        frames, padding_ms = tel.flush_frames(self._writer)
-        if not frames:
-            return
-        out.extend(SendCarrier(frame) for frame in frames)
-        out.append(SendCarrier(self._writer.mark(self._tracker.on_sent(ev.item_id, padding_ms, 0.0, now))))
+        if self._framed:
+            frames, padding_ms = tel.flush_frames(self._writer)
+            if frames:
+                out.extend(SendCarrier(frame) for frame in frames)
+                self._tracker.on_sent(ev.item_id, padding_ms, 0.0, now, mark=False)
+        name = self._tracker.mark()
+        if name is not None:
+            out.append(SendCarrier(self._writer.mark(name)))
 
     def _on_response_done(self, ev: rt.ResponseDone, now: float, out: list[Action]) -> None:
         if self._response_id == ev.response_id or self._response_id is None:
@@ -1147,8 +1191,15 @@ class CallCore:
         why = f"HTTP status {result.status}" if result.status is not None else (result.detail or "no answer")
         if call is not None:
             text = f"The transfer to {goodbye.detail} failed ({why}). Tell the caller and carry on helping them."
-            self._tool_output(call, ToolOutcome.HTTP_ERROR if result.status else ToolOutcome.UNREACHABLE, text,
-                              now, out, status=result.status, detail=result.detail)
+            self._tool_output(
+                call,
+                ToolOutcome.HTTP_ERROR if result.status else ToolOutcome.UNREACHABLE,
+                text,
+                now,
+                out,
+                status=result.status,
+                detail=result.detail,
+            )
         return out
 
     def _mcp_note(self, item_id: str, kind: str, status: str, error: str | None, out: list[Action]) -> None:
@@ -1223,6 +1274,8 @@ class CallCore:
                 self._check_goodbye(now, out)
         if self.ending is not None:
             return out
+        if self._up and self.state is CallState.ACTIVE:
+            self._send_up(out)  # the carrier paused its frames: what is held goes up anyway
         realtime = self.settings.realtime
         if self._lost is not None:
             # A connect attempt can hang for connect_timeout_s: the budget is the budget.

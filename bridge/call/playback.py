@@ -49,6 +49,7 @@ class PlaybackTracker:
         self._pending: OrderedDict[str, float] = OrderedDict()  # mark name -> timeline position
         self._cleared: set[str] = set()
         self._sent = 0.0  # end of the timeline
+        self._marked = 0.0  # position of the last mark sent (or of the last clear)
         self._confirmed = 0.0  # highest position confirmed by an echo
         self._anchor_pos = 0.0  # clock estimate: position at anchor time
         self._anchor_time: float | None = None
@@ -57,8 +58,9 @@ class PlaybackTracker:
         self.stale_echoes = 0  # duplicates or names we never sent: counted, otherwise ignored
 
     # --- sending ---------------------------------------------------------------------------
-    def on_sent(self, item_id: str, carrier_ms: float, model_ms: float, now: float) -> str:
-        """Record a chunk forwarded to the carrier; return the name of the mark to send after it."""
+    def on_sent(self, item_id: str, carrier_ms: float, model_ms: float, now: float, mark: bool = True) -> str | None:
+        """Record a chunk forwarded to the carrier; return the name of the mark to send after it
+        (None with ``mark=False``: the chunk's end is not marked, :meth:`mark` can do it later)."""
         head = self.head(now)
         if head >= self._sent:
             # The carrier had run dry: this chunk starts playing now, not when the previous
@@ -73,9 +75,20 @@ class PlaybackTracker:
         item.sent_ms += carrier_ms
         item.received_ms += model_ms
         self._sent += carrier_ms
+        return self.mark() if mark else None
+
+    @property
+    def unmarked_ms(self) -> float:
+        """Audio sent since the last mark."""
+        return self._sent - self._marked
+
+    def mark(self) -> str | None:
+        """The name of a mark for the end of what was sent so far (None: that end is marked already)."""
+        if self._sent <= self._marked:
+            return None
         self._seq += 1
         name = f"g{self._generation}m{self._seq}"
-        self._pending[name] = self._sent
+        self._pending[name] = self._marked = self._sent
         return name
 
     def on_received_only(self, item_id: str, model_ms: float) -> None:
@@ -160,7 +173,7 @@ class PlaybackTracker:
         self._cleared.update(self._pending)
         self._pending.clear()
         self._generation += 1
-        self._sent = head
+        self._sent = self._marked = head
         self._confirmed = min(self._confirmed, head)
         self._anchor_pos, self._anchor_time = head, now
         return Interruption(item_id, audio_end, heard, was_playing)

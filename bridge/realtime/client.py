@@ -1,4 +1,5 @@
-"""Opening the Realtime WebSocket (trio-websocket). URL and headers are built purely."""
+"""Opening the Realtime WebSocket (``server.websocket``: bridge's direct connection or trio-websocket).
+URL and headers are built purely."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import trio
-from trio_websocket import HandshakeError, WebSocketConnection, open_websocket_url
+from trio_websocket import HandshakeError, open_websocket_url
 
 from bridge.config import RealtimeSettings
+from bridge.websocket import CallSocket
+from bridge.websocket.adapter import TrioWebSocket
+from bridge.websocket.direct import HandshakeFailed, open_client
 
 
 def realtime_url(base: str, model: str) -> str:
@@ -48,18 +52,33 @@ class UpstreamConnectError(Exception):
 
 @asynccontextmanager
 async def connect(
-    settings: RealtimeSettings, model: str, api_key: str | None
-) -> AsyncIterator[WebSocketConnection]:
-    """Open the session socket; setup failures become :class:`UpstreamConnectError`."""
+    settings: RealtimeSettings, model: str, api_key: str | None, engine: str = "direct"
+) -> AsyncIterator[CallSocket]:
+    """Open the session socket; setup failures become :class:`UpstreamConnectError`.
+
+    ``engine`` is ``server.websocket``: ``direct`` (:mod:`bridge.websocket.direct`) or
+    ``trio-websocket``."""
     url = realtime_url(settings.url, model)
     ssl_context = ssl.create_default_context() if url.startswith("wss://") else None
+    headers = realtime_headers(settings, api_key)
     entered = False
     try:
+        if engine == "direct":
+            async with open_client(
+                url,
+                extra_headers=headers,
+                ssl_context=ssl_context,
+                # Server events can exceed 1 MiB (https://github.com/BerriAI/litellm/issues/15747).
+                max_message=settings.max_message_bytes,
+                connect_timeout=settings.connect_timeout_s,
+            ) as direct:
+                entered = True
+                yield direct
+            return
         async with open_websocket_url(
             url,
             ssl_context=ssl_context,
-            extra_headers=realtime_headers(settings, api_key),
-            # Server events can exceed 1 MiB (https://github.com/BerriAI/litellm/issues/15747).
+            extra_headers=headers,
             max_message_size=settings.max_message_bytes,
             # Deep enough that a burst of deltas never stalls the library's reader (which
             # would stop it answering pings); a dedicated task drains it continuously.
@@ -68,8 +87,8 @@ async def connect(
             disconnect_timeout=2,
         ) as ws:
             entered = True
-            yield ws
-    except (trio.TooSlowError, OSError, HandshakeError) as exc:
+            yield TrioWebSocket(ws)
+    except (trio.TooSlowError, OSError, HandshakeError, HandshakeFailed) as exc:
         if entered:
             raise
         # trio-websocket's HandshakeError often says nothing itself; the cause says what happened.

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl
 
 import structlog
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
+from trio_websocket import wrap_server_stream
 
 from bridge import metrics
 from bridge.call.runner import CallRunner, WorkerContext
@@ -58,10 +58,14 @@ from bridge.server.occupancy import (
     MemoryOccupancy,
     Occupancy,
     anyone_has_room,
+    calls_ahead,
     has_room,
     takes_new_connections,
 )
 from bridge.server.routes import choose_profile, media_url, route, stream_path
+from bridge.websocket import CallSocket
+from bridge.websocket.adapter import TrioWebSocket
+from bridge.websocket.direct import DirectWebSocket, SocketTransport, accept_response
 
 log = structlog.get_logger("bridge.frontdoor")
 
@@ -107,6 +111,10 @@ class FrontDoor:
 
     def has_room(self) -> bool:
         return not self.ctx.draining and has_room(self.live, self.ctx.settings.server.max_calls_per_worker)
+
+    def calls_ahead(self) -> int:
+        """How many more calls this worker has than the least busy other worker with room."""
+        return calls_ahead(self.occupancy.counts(), self.slot, self.ctx.settings.server.max_calls_per_worker)
 
     # --- connections ----------------------------------------------------------------------
     async def handle(self, stream: trio.SocketStream) -> None:
@@ -248,7 +256,7 @@ class FrontDoor:
 
     async def _handshake(
         self, nursery: trio.Nursery, stream: trio.SocketStream, request: Request, carrier: Carrier | None
-    ) -> WebSocketConnection | None:
+    ) -> CallSocket | None:
         """The upgrade, admitted (the call's WebSocket) or refused (None). It is part of the
         request phase and shares its time limit."""
         server = self.ctx.settings.server
@@ -257,6 +265,20 @@ class FrontDoor:
         if problem is not None:
             self._refuse(route, "bad_request", detail=problem)
             await send_response(stream, 400, problem.encode() + b"\n", extra={"Sec-WebSocket-Version": "13"})
+            return None
+        if server.websocket == "direct":
+            status, reason, why = self._admit(request, carrier)
+            if status != 101:
+                self._refuse(route, reason, status=status, path=request.path[:200])
+                await send_response(stream, status, why.encode())
+                return None
+            with trio.move_on_after(server.head_timeout_s):
+                await stream.send_all(accept_response(request.headers["sec-websocket-key"]))
+                # Carrier messages are small; a bigger one closes the call with 1009.
+                transport = SocketTransport(stream)
+                return DirectWebSocket(transport, client=False, max_message=server.max_message_bytes,
+                                       received=request.trailing)  # fmt: skip
+            self._refuse(route, "head_timeout", detail="WebSocket handshake not completed in time")
             return None
         refused = False
         with trio.move_on_after(server.head_timeout_s):
@@ -270,7 +292,7 @@ class FrontDoor:
             )
             status, reason, why = self._admit(request, carrier)
             if status == 101:
-                return await ws_request.accept()
+                return TrioWebSocket(await ws_request.accept())
             refused = True
             self._refuse(route, reason, status=status, path=request.path[:200])
             await ws_request.reject(status, body=why.encode())

@@ -56,6 +56,7 @@ class Request:
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     raw: bytes  # every byte read so far (head, and body if read)
     body: bytes = b""
+    trailing: bytes = b""  # bytes read after the head (an upgraded connection's first frames)
 
     @property
     def path(self) -> str:
@@ -145,6 +146,7 @@ async def read_request(stream: trio.abc.Stream, limits: Limits = DEFAULT_LIMITS)
             val = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {val}" if key in headers else val
         req = Request(event.method.decode(), event.target.decode("latin-1"), headers, bytes(raw))
+        req.trailing = conn.trailing_data[0]
         req._h11 = conn  # type: ignore[attr-defined]
         return req
     raise BadRequest(408, "request head not received in time", "head_timeout")

@@ -4,7 +4,8 @@ A worker knows its own calls only, yet two decisions need the others' counts:
 
 * ``/twiml`` answers with the overflow document only when *every* worker is full;
 * a full worker leaves new connections on the shared listening socket to a worker with room
-  (they all ``accept()`` from one queue, so whoever asks first gets the next connection).
+  (they all ``accept()`` from one queue, so whoever asks first gets the next connection), and a
+  worker with more calls than another leaves them to the one with fewer, so calls spread evenly.
 
 The supervisor creates one small file before it starts any worker: one signed 64-bit slot per
 worker, in the service's runtime directory (next to the metrics files). Every worker maps it and
@@ -32,6 +33,7 @@ __all__ = [
     "Occupancy",
     "SharedOccupancy",
     "anyone_has_room",
+    "calls_ahead",
     "has_room",
     "takes_new_connections",
 ]
@@ -56,6 +58,15 @@ def takes_new_connections(counts: Sequence[int], me: int, limit: int) -> bool:
     if has_room(counts[me], limit):
         return True
     return not any(has_room(c, limit) for i, c in enumerate(counts) if i != me)
+
+
+def calls_ahead(counts: Sequence[int], me: int, limit: int) -> int:
+    """How many more live calls worker ``me`` carries than the least busy other worker with room
+    (0 when none has fewer): a worker ahead leaves the next connection to that one."""
+    others = [c for i, c in enumerate(counts) if i != me and has_room(c, limit)]
+    if not others or counts[me] < 0:
+        return 0
+    return max(0, counts[me] - min(others))
 
 
 class Occupancy:

@@ -10,7 +10,7 @@ from functools import partial
 import structlog
 import trio
 
-from bridge.call.runner import WorkerContext
+from bridge.call.runner import WorkerContext, tick_calls
 from bridge.outbound import Outbound
 from bridge.server.frontdoor import FrontDoor
 from bridge.server.occupancy import Occupancy
@@ -20,8 +20,13 @@ log = structlog.get_logger("bridge.worker")
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
-# How often a worker that stepped back from the shared socket looks at the others' counts again.
+# How often a worker that stepped back from the shared socket looks at the others' counts again,
+# and how often one waiting in accept() does (another worker's calls may end without notice).
 ACCEPT_RECHECK_S = 0.05
+ACCEPT_WAIT_S = 0.25
+# A worker with more calls than another lets a connection wait this long for that one to take
+# it (it normally does within a millisecond) before taking it itself: the other may be busy.
+STEP_BACK_S = 0.03
 
 
 def make_listen_socket(host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024) -> socket.socket:
@@ -47,36 +52,62 @@ class AcceptGate:
     """Whether this worker takes the next connection from a listening socket it shares.
 
     Every worker ``accept()``s from the one shared queue, so the first to ask gets the next
-    connection. A full worker that kept asking would take calls it can only refuse while another
-    worker has room; so it stops asking until it has room again, or until nobody has (then it
-    answers them: the overflow document or a 503). ``takes_new_connections`` is that decision;
+    connection: whichever event loop happens to wake first, which spread six calls 5:1 as often
+    as 3:3. So the decision uses every worker's live calls (:mod:`bridge.server.occupancy`):
+
+    * a full worker stops asking until it has room again, or until nobody has (then it answers
+      them: the overflow document or a 503);
+    * a worker with more calls than another (``calls_ahead``) waits until a connection is
+      pending, gives the less busy worker :data:`STEP_BACK_S` to take it, and takes it itself
+      only if it is still there (the other may be busy);
+    * the others' counts change without notice, so every wait is bounded and decided again.
+
     ``changed`` is called when this worker's own count changes, to stop an accept in progress.
     """
 
-    def __init__(self, takes_new_connections: Callable[[], bool], has_room: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        takes_new_connections: Callable[[], bool],
+        has_room: Callable[[], bool],
+        calls_ahead: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.takes_new_connections = takes_new_connections
         self.has_room = has_room
+        self.calls_ahead = calls_ahead
         self._waiting: trio.CancelScope | None = None
 
     def changed(self) -> None:
-        if self._waiting is not None and not self.has_room():
-            self._waiting.cancel()
+        if self._waiting is not None:
+            self._waiting.cancel()  # decide again with the new count
 
     async def accept(self, listener: trio.SocketListener) -> trio.SocketStream | None:
         """The next connection, or None when it is time to decide again."""
         if not self.takes_new_connections():
             await trio.sleep(ACCEPT_RECHECK_S)
             return None
+        if self.calls_ahead() > 0:
+            return await self._after_the_others(listener)
         with trio.CancelScope() as scope:
-            if not self.has_room():
-                # Every worker is full: answer connections, but look again soon, as another
-                # worker's calls may end (there is no notice from other processes).
-                scope.deadline = trio.current_time() + ACCEPT_RECHECK_S
+            # Every worker is full: answer connections, but look again soon, as another
+            # worker's calls may end; otherwise look again now and then all the same.
+            wait = ACCEPT_WAIT_S if self.has_room() else ACCEPT_RECHECK_S
+            scope.deadline = trio.current_time() + wait
             self._waiting = scope
             try:
                 return await listener.accept()
             finally:
                 self._waiting = None
+        return None
+
+    async def _after_the_others(self, listener: trio.SocketListener) -> trio.SocketStream | None:
+        with trio.move_on_after(ACCEPT_RECHECK_S) as waited:
+            await trio.lowlevel.wait_readable(listener.socket)  # a connection is pending
+        if waited.cancelled_caught:
+            return None
+        await trio.sleep(STEP_BACK_S)
+        # Still pending (accept() tries at once): the less busy worker did not take it.
+        with trio.move_on_after(0.001):
+            return await listener.accept()
         return None
 
 
@@ -136,13 +167,14 @@ async def run_worker(
     says the public socket is shared with other workers, so a full worker steps back from it.
     """
     door = FrontDoor(ctx, occupancy)
-    gate = AcceptGate(door.takes_new_connections, door.has_room) if shared_listener else None
+    gate = AcceptGate(door.takes_new_connections, door.has_room, door.calls_ahead) if shared_listener else None
     if gate is not None:
         door.on_change = gate.changed
     stop = trio.Event() if stop is None else stop
     secret = ctx.secrets.tools_secret
     async with Outbound(secret.get_secret_value() if secret else None) as outbound, trio.open_nursery() as connections:
         ctx.outbound = outbound
+        connections.start_soon(tick_calls, ctx)  # the calls' clock, until the last call is gone
         async with trio.open_nursery() as acceptors:
             await acceptors.start(partial(serve_listeners, door.handle, public, connections, gate=gate))
             for handler, listeners in extra:

@@ -16,10 +16,19 @@ from bridge.testing.simulator import SimulatorOptions, assistant_audio
 from bridge.testing.stack import Stack, open_stack
 from tests.e2e.conftest import call, run, runner_for
 
+# The default, the other WebSocket implementation (server.websocket), and the CPU levers that change
+# what goes on the wire (appends joined every 40 ms, a mark every 200 ms of answer audio).
+WIRE_VARIANTS = {
+    "direct": {},
+    "trio-websocket": {"server": {"websocket": "trio-websocket"}},
+    "levers": {"server": {"mark_interval_ms": 200}, "realtime": {"append_interval_ms": 40}},
+}
 
-def test_passthrough_call_end_to_end(tmp_path: Path) -> None:
+
+@pytest.mark.parametrize("variant", WIRE_VARIANTS)
+def test_passthrough_call_end_to_end(tmp_path: Path, variant: str) -> None:
     async def main() -> None:
-        async with open_stack(records=tmp_path / "calls.sqlite") as stack:
+        async with open_stack(records=tmp_path / "calls.sqlite", overrides=WIRE_VARIANTS[variant]) as stack:
             result = await call(
                 stack, realtime=False, script=[Pause(200), Say(), WaitForReply(timeout_ms=15_000, settle_ms=300)]
             )
@@ -108,10 +117,11 @@ def test_call_in_each_session_format(encoding: str, session_format: str) -> None
     run(main)
 
 
-def test_barge_in_end_to_end() -> None:
+@pytest.mark.parametrize("variant", WIRE_VARIANTS)
+def test_barge_in_end_to_end(variant: str) -> None:
     async def main() -> None:
         sim_opts = SimulatorOptions(speed=8.0)
-        async with open_stack(simulator=sim_opts) as stack:
+        async with open_stack(simulator=sim_opts, overrides=WIRE_VARIANTS[variant]) as stack:
             result = await call(
                 stack,
                 realtime=True,

@@ -16,9 +16,10 @@ from bridge.server.occupancy import (
     MemoryOccupancy,
     SharedOccupancy,
     anyone_has_room,
+    calls_ahead,
     takes_new_connections,
 )
-from bridge.server.worker import AcceptGate
+from bridge.server.worker import STEP_BACK_S, AcceptGate, make_listen_socket, trio_listener
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,6 +54,25 @@ def test_anyone_has_room(counts: list[int], limit: int, room: bool) -> None:
 )
 def test_takes_new_connections(counts: list[int], me: int, takes: bool) -> None:
     assert takes_new_connections(counts, me, limit=1) is takes
+
+
+@pytest.mark.parametrize(
+    ("counts", "me", "ahead"),
+    [
+        ([0, 0], 0, 0),
+        ([1, 0], 0, 1),  # one more call than worker 1: leave the next one to it
+        ([1, 0], 1, 0),
+        ([5, 2, 3], 0, 3),  # ahead of the least busy
+        ([3, 4], 0, 0),  # behind: take it
+        ([3, 4], 1, 1),
+        ([2, 9], 0, 0),  # the other is full (limit 9): no one to leave it to
+        ([2, CLOSED], 0, 0),  # the other is draining
+        ([CLOSED, 0], 0, 0),
+        ([4], 0, 0),  # alone
+    ],
+)
+def test_calls_ahead(counts: list[int], me: int, ahead: int) -> None:
+    assert calls_ahead(counts, me, limit=9) == ahead
 
 
 def test_memory_occupancy_starts_closed() -> None:
@@ -161,3 +181,40 @@ def test_an_accept_in_progress_stops_when_this_worker_fills_up() -> None:
         assert results == [None]
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_worker_ahead_leaves_a_connection_to_the_less_busy_one_unless_it_is_slow() -> None:
+    """Two gates on one real listening socket: the one with more calls steps back."""
+
+    async def main() -> None:
+        sock = make_listen_socket("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        listener = trio_listener(sock)
+        other = trio_listener(sock.dup())  # the other worker's descriptor of the same socket
+        ahead = AcceptGate(lambda: True, lambda: True, lambda: 1)  # one call more than the other
+        behind = AcceptGate(lambda: True, lambda: True, lambda: 0)
+        got: dict[str, object] = {}
+
+        async def take(name: str, gate: AcceptGate, on: trio.SocketListener) -> None:
+            got[name] = await gate.accept(on)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(take, "ahead", ahead, listener)
+            nursery.start_soon(take, "behind", behind, other)
+            await trio.testing.wait_all_tasks_blocked()
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+        assert got["ahead"] is None and isinstance(got["behind"], trio.SocketStream)
+        await client.aclose()
+        # The less busy worker does not take it (busy, or gone): the one ahead does, a moment later.
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        began = trio.current_time()
+        stream = None
+        while stream is None:
+            stream = await ahead.accept(listener)
+        assert trio.current_time() - began >= STEP_BACK_S
+        await stream.aclose()
+        await client.aclose()
+        await listener.aclose()
+        await other.aclose()
+
+    trio.run(main)

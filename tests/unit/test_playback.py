@@ -125,3 +125,17 @@ def test_audio_held_back_by_resampler_counts_as_received() -> None:
     assert item is not None
     assert item.received_ms == pytest.approx(100)
     assert item.sent_ms == pytest.approx(95)
+
+
+def test_unmarked_chunks_are_marked_together_and_a_clear_leaves_nothing_to_mark() -> None:
+    t = PlaybackTracker()
+    assert t.on_sent("a", 100, 100, 0.0, mark=False) is None
+    assert t.on_sent("a", 100, 100, 0.0, mark=False) is None
+    assert t.unmarked_ms == 200 and t.pending_marks == 0
+    name = t.mark()
+    assert name is not None and t.unmarked_ms == 0 and t.mark() is None  # nothing new to mark
+    assert t.on_echo(name, 0.2)
+    assert t.head(0.2) == pytest.approx(200) and not t.is_playing(0.2)
+    t.on_sent("b", 300, 300, 1.0, mark=False)
+    t.interrupt(1.1)  # cleared after 100 ms: the rest was never played, nothing to mark
+    assert t.unmarked_ms == 0 and t.mark() is None
