@@ -249,9 +249,11 @@ class Run:
                 decided = "echo of the caller's close"
             elif reason.startswith(str(rec["end_reason"])):
                 decided = "the record's reason"
-            elif o["close_code"] is None and o["ending"] == "bad_utf8" and "(1007)" in str(rec["end_detail"]):
+            elif o["close_code"] is None and o["ending"] == "bad_utf8":
                 # wsproto reports a text frame that is not UTF-8 as a close (1007) from the peer, and
-                # trio-websocket then closes the TCP stream without sending any close frame.
+                # trio-websocket then closes the TCP stream without sending any close frame. The
+                # record usually says so; when a (mutated) stop just before it had already ended
+                # the call, the record says caller_hangup and the frame still cut the TCP stream.
                 decided = "none: TCP closed after invalid UTF-8 (1007)"
                 dropped_1007.append(o["tag"])
             elif o["close_code"] is None:
