@@ -6,11 +6,12 @@ Run from the repository root (method in bench/README.md, "Soak"; results in BENC
     python bench/soak_bench.py                          # 100 calls, 10 minutes (~11 min)
     python bench/soak_bench.py --calls 20 --minutes 2   # a quick look
 
-The load generators of bench/load_bench.py: ``python -m bridge serve`` with two workers (as
-deployed: nothing pinned; ``--workers 1`` pins one worker to CPU 0 and the generators to CPU 1,
-as load_bench does), the fake Realtime server (bench/load_upstream.py: an answer every 4 s, every
-3rd one interrupted half-way by a barge-in) and the callers (bench/load_carrier.py with ``--hold``:
-each call lasts 30-90 s, then says ``stop`` and a new call takes its place). Checked:
+The load generators of bench/load_bench.py: ``python -m bridge serve`` with one worker pinned to
+CPU 0 and the generators on CPU 1, as load_bench does (``--workers 2``: two workers and the
+generators on both CPUs, nothing pinned, as deployed), the fake Realtime server
+(bench/load_upstream.py: an answer every 4 s, every 3rd one interrupted half-way by a barge-in)
+and the callers (bench/load_carrier.py with ``--hold``: each call lasts 30-90 s, then says
+``stop`` and a new call takes its place). Checked:
 
 * **RSS flat after warm-up**: the workers' RSS (summed), sampled every ``--sample-s``, grows by at
   most ``--rss-mib-per-min`` MiB per minute after the warm-up (first ``--warmup-min`` minutes);
@@ -67,7 +68,7 @@ def main() -> int:
     )
     p.add_argument("--calls", type=int, default=100, help="calls up at once")
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--workers", type=int, default=2, help="server.workers (1: pinned as in load_bench)")
+    p.add_argument("--workers", type=int, default=1, help="server.workers (1: pinned as in load_bench)")
     p.add_argument("--hold", default="30:90", help="MIN:MAX seconds a call lasts before it is replaced")
     p.add_argument("--answer-every", type=float, default=4.0, help="seconds between the model's answers")
     p.add_argument("--barge-in-every", type=int, default=3, help="every K-th answer is interrupted half-way")
