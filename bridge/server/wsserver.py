@@ -4,7 +4,7 @@ trio-websocket 0.12 answers a message longer than ``max_message_size`` by sendin
 (1009), whatever state the connection is in. When the bridge has already sent its own close
 (wsproto state ``LOCAL_CLOSING``: the call is ending and the close handshake is under way) and
 the caller's next message is an oversized one, wsproto refuses to send a second close and raises
-``LocalProtocolError`` out of the library's reader task, which takes down the nursery the
+``LocalProtocolError`` out of trio-websocket's reader task, which takes down the nursery the
 connection lives in. A caller that streams a big message while the bridge hangs up therefore
 turned a normal end into a crash (found by bench/fuzz_bench.py). The wsproto states are
 https://python-hyper.org/projects/wsproto/en/stable/api.html#wsproto.connection.ConnectionState;
@@ -12,7 +12,7 @@ the close handshake is RFC 6455 §7 (https://www.rfc-editor.org/rfc/rfc6455#sect
 
 Here an oversized message that arrives after the close was sent is dropped: the connection is
 closing anyway, the close frame that 1009 would say has already gone, and the peer's answer to it
-ends the handshake as usual. Anything else behaves exactly as the library does.
+ends the handshake as usual. Anything else behaves exactly as in trio-websocket.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ async def _accepted_pair(nursery: trio.Nursery) -> tuple[WebSocketConnection, WS
 def test_an_oversized_message_after_the_bridge_closed_ends_the_close_handshake_not_the_nursery() -> None:
     async def scenario() -> None:
         # Before the fix trio-websocket tried to answer it with a second close frame (1009), wsproto
-        # raised LocalProtocolError from the library's reader task and the connection's nursery died.
+        # raised LocalProtocolError from trio-websocket's reader task and the connection's nursery died.
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 ws, client, client_stream = await _accepted_pair(nursery)
