@@ -18,6 +18,11 @@ Timeline (seconds from start): calls connect spread over ``--ramp``; after ``--w
 measuring window of ``--window`` s begins. Only frames sent in the window are kept; the CPU time
 of the ``--watch`` processes is read at its two ends. Then every call sends ``stop``, closes, and
 the results go to ``--out`` (npz).
+
+With ``--hold MIN:MAX`` (bench/soak_bench.py) the calls churn: each call hangs up (``stop``, then a
+close frame) after a random time in [MIN, MAX] s and a new call with a new index takes its place,
+so ``--calls`` stay up at once until the window ends. A call the bridge closes before it hangs up
+is counted in ``dropped``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from __future__ import annotations
 import argparse
 import base64
 import errno
+import heapq
 import json
 import os
+import random
 import select
 import socket
 import struct
@@ -75,7 +82,9 @@ class Call:
         "fd",
         "frame_no",
         "handshake",
+        "hangup_at",
         "index",
+        "leaving",
         "marks",
         "media_a",
         "media_z",
@@ -103,6 +112,8 @@ class Call:
         self.play_end = 0.0
         self.marks: deque[tuple[float, str]] = deque()
         self.closed = False
+        self.leaving = False  # it has sent its stop and close (churn): the bridge's close is expected
+        self.hangup_at = 0.0
         # A media message is these pieces around its sequence number, chunk, timestamp and id.
         self.media_a = b'{"event":"media","sequenceNumber":"'
         self.media_z = b'"},"streamSid":"' + self.sid.encode() + b'"}'
@@ -146,6 +157,12 @@ class Call:
         ))  # fmt: skip
         return masked_text_header(len(text)) + text
 
+    def goodbye(self, load: Load) -> None:
+        """``stop``, then a close frame (the bridge answers with its close)."""
+        stop = {"accountSid": "AC", "callSid": self.call_sid}
+        self.text({"event": "stop", "streamSid": self.sid, "stop": stop}, load)
+        self.write(ws_frame(b"\x03\xe8", 0x8, mask=True), load)
+
     def frame_id(self) -> int:
         return (self.index << 32) | self.frame_no
 
@@ -154,6 +171,15 @@ class Load:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.calls = [Call(i + 1) for i in range(args.calls)]
+        self.hold: tuple[float, float] | None = None
+        if args.hold:
+            low, _, high = args.hold.partition(":")
+            self.hold = (float(low), float(high or low))
+        self.rng = random.Random(args.seed)
+        self.hangups: list[tuple[float, int]] = []  # (when, call index), a heap, with --hold
+        self.hung_up = 0
+        self.opened: list[str] = []
+        self.dropped = 0  # calls the bridge closed before they hung up
         self.slots_per_frame = max(1, round(FRAME_S * 1000 / args.slot_ms))
         self.slots: list[list[Call]] = [[] for _ in range(self.slots_per_frame)]
         self.ep = select.epoll()
@@ -167,6 +193,7 @@ class Load:
         self.failed = 0
         self.backlog_events = 0
         self.bad = 0
+        self.ending = False
 
     # --- connections ----------------------------------------------------------------------
     def connect(self, call: Call) -> None:
@@ -195,6 +222,8 @@ class Load:
         call.closed = True
         if call.state != "open":
             self.failed += 1
+        elif not call.leaving and not self.ending:
+            self.dropped += 1
         call.state = "closed"
         self.by_fd.pop(call.fd, None)
         try:
@@ -238,6 +267,7 @@ class Load:
     def on_open(self, call: Call, rest: bytes, t: float) -> None:
         call.state = "open"
         self.connected += 1
+        self.opened.append(call.call_sid)
         call.text({"event": "connected", "protocol": "Call", "version": "1.0.0"}, self)
         call.text(
             {
@@ -254,7 +284,10 @@ class Load:
             },
             self,
         )
-        self.slots[(call.index * self.slots_per_frame) // len(self.calls) % self.slots_per_frame].append(call)
+        self.slots[(call.index * self.slots_per_frame) // self.args.calls % self.slots_per_frame].append(call)
+        if self.hold is not None:
+            call.hangup_at = t + self.rng.uniform(*self.hold)
+            heapq.heappush(self.hangups, (call.hangup_at, call.index))
         if rest:
             self.on_data(call, rest, t)
 
@@ -324,7 +357,7 @@ class Load:
     def send_slot(self, k: int, record: bool) -> None:
         frame_ids, frame_t = self.frame_ids, self.frame_t
         for call in self.slots[k]:
-            if call.closed:
+            if call.closed or call.leaving:
                 continue
             if call.pending:
                 self.backlog_events += 1
@@ -338,14 +371,25 @@ class Load:
                 _, name = call.marks.popleft()
                 call.text({"event": "mark", "streamSid": call.sid, "mark": {"name": name}}, self)
 
+    def hang_up_one(self, call: Call) -> None:
+        """Churn: this call says ``stop`` and closes; a new call (a new index) takes its place."""
+        if call.state != "open" or call.closed or call.leaving:
+            return
+        call.goodbye(self)
+        call.leaving = True
+        self.hung_up += 1
+        for slot in self.slots:
+            if call in slot:
+                slot.remove(call)
+        fresh = Call(len(self.calls) + 1)
+        self.calls.append(fresh)
+        self.connect(fresh)
+
     def hang_up(self) -> None:
+        self.ending = True
         for call in self.calls:
-            if call.state == "open" and not call.closed:
-                call.text(
-                    {"event": "stop", "streamSid": call.sid, "stop": {"accountSid": "AC", "callSid": call.call_sid}},
-                    self,
-                )
-                call.write(ws_frame(b"\x03\xe8", 0x8, mask=True), self)
+            if call.state == "open" and not call.closed and not call.leaving:
+                call.goodbye(self)
 
     def poll(self, until: float) -> None:
         """Handle socket events until ``until`` (monotonic) or the next event, whichever is first."""
@@ -387,6 +431,9 @@ class Load:
             while next_connect < n and connect_at[next_connect] <= now:
                 self.connect(self.calls[next_connect])
                 next_connect += 1
+            while self.hangups and self.hangups[0][0] <= now and now < self.w1:
+                _, index = heapq.heappop(self.hangups)
+                self.hang_up_one(self.calls[index - 1])
             while next_slot <= now:
                 self.send_slot(k, True)
                 k = (k + 1) % self.slots_per_frame
@@ -407,6 +454,8 @@ class Load:
                 # "hangup": the deltas sent near the end of the window have had 0.5 s to arrive
                 continue
             until = min(next_slot, edge_at[edges[0]], connect_at[next_connect] if next_connect < n else next_slot)
+            if self.hangups:
+                until = min(until, self.hangups[0][0])
             self.poll(until)
         self.hang_up()
         deadline = time.monotonic() + 3.0
@@ -426,6 +475,10 @@ class Load:
             "active_start": active[0],
             "active_end": active[1],
             "backlog_events": self.backlog_events,
+            "calls_started": len(self.calls),
+            "call_sids": self.opened,  # every call that got its 101, in order
+            "hung_up": self.hung_up,
+            "dropped": self.dropped,
             "bad": self.bad,
             # CPU seconds over the window, scaled to exactly the nominal window.
             "cpu": {k: (cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) * a.window / span for k in cpu1},
@@ -446,6 +499,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--watch", nargs="*", default=[], help="name=pid: processes whose CPU to read")
     p.add_argument("--cpu", type=int, default=None, help="pin to this CPU (load_bench pins it already)")
+    p.add_argument("--hold", default="", help="MIN:MAX seconds: calls hang up after this long and are replaced")
+    p.add_argument("--seed", type=int, default=1, help="for the hold times")
     args = p.parse_args()
     pin(args.cpu)
     load = Load(args)

@@ -6,6 +6,13 @@ at a random phase) an answer of ``--answer-ms`` of μ-law in ``--delta-ms`` delt
 times faster than real time, framed by ``response.created``, ``response.output_audio.done`` and
 ``response.done`` (with a usage object). Pings are answered, a close is returned.
 
+With ``--barge-in-every K`` every K-th answer of a session is interrupted half-way, as the real
+server's VAD does when the caller talks over it: ``input_audio_buffer.speech_started``, then
+``response.done`` with status ``cancelled`` and no more deltas of that answer (the bridge clears
+the caller's playback and truncates the item). Every delta sent therefore went out before the
+barge-in and must reach the caller. The time each connection closed is recorded too, so a
+reader can tell the deltas cut off by a hang-up from lost ones.
+
 It records the arrival time of every ``input_audio_buffer.append`` (by the frame id in its audio)
 and the send time of every delta (by the delta id in its audio), and writes them to ``--out``
 (npz) on SIGTERM (load_bench sends it once the bridge under test has stopped) or after
@@ -86,6 +93,9 @@ class Recorder:
         self.frame_t = array("d")
         self.delta_ids = array("Q")
         self.delta_t = array("d")
+        self.close_ids = array("Q")  # connection index ...
+        self.close_t = array("d")  # ... and when it closed (monotonic)
+        self.barge_ins = 0
         self.connections = 0
         self.sessions = 0  # connections that completed the WebSocket handshake
         self.bad = 0
@@ -99,7 +109,16 @@ class Recorder:
             frame_t=np.frombuffer(self.frame_t, dtype=np.float64),
             delta_ids=np.frombuffer(self.delta_ids, dtype=np.uint64),
             delta_t=np.frombuffer(self.delta_t, dtype=np.float64),
-            summary=json.dumps({"connections": self.connections, "sessions": self.sessions, "bad": self.bad}),
+            close_ids=np.frombuffer(self.close_ids, dtype=np.uint64),
+            close_t=np.frombuffer(self.close_t, dtype=np.float64),
+            summary=json.dumps(
+                {
+                    "connections": self.connections,
+                    "sessions": self.sessions,
+                    "bad": self.bad,
+                    "barge_ins": self.barge_ins,
+                }
+            ),
         )
 
 
@@ -162,6 +181,8 @@ class Conn:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.server.rec.close_ids.append(self.index)
+            self.server.rec.close_t.append(time.monotonic())
             self.server.drop(self)
 
     # --- input -----------------------------------------------------------------------------
@@ -279,6 +300,16 @@ class Conn:
                 '{"type":"response.output_audio.delta","event_id":"e","response_id":"' + rid
                 + '","item_id":"' + iid + '","output_index":0,"content_index":0,"delta":"'
             )  # fmt: skip
+        every = a.barge_in_every
+        if every and self.step == per_answer // 2 and self.answer_no % every == every - 1:
+            self.text({"type": "input_audio_buffer.speech_started", "event_id": f"e{n}s", "audio_start_ms": 0,
+                       "item_id": f"item_in_{self.index}_{n}"})  # fmt: skip
+            self.text({"type": "response.done", "event_id": f"e{n}d",
+                       "response": {"id": rid, "object": "realtime.response", "status": "cancelled",
+                                    "output": [], "usage": USAGE}})  # fmt: skip
+            self.server.rec.barge_ins += 1
+            self._next_answer()
+            return
         if self.step < per_answer:
             self.seq += 1
             ident = (self.index << 32) | self.seq
@@ -295,9 +326,12 @@ class Conn:
         self.text({"type": "response.done", "event_id": f"e{n}d",
                    "response": {"id": rid, "object": "realtime.response", "status": "completed",
                                 "output": [], "usage": USAGE}})  # fmt: skip
+        self._next_answer()
+
+    def _next_answer(self) -> None:
         self.answer_no += 1
         self.step = 0
-        self.next_answer += a.answer_every
+        self.next_answer += self.server.args.answer_every
         self.server.schedule(self.next_answer, self)
 
 
@@ -389,6 +423,7 @@ def main() -> int:
     p.add_argument("--answer-every", type=float, default=4.0)
     p.add_argument("--speed", type=float, default=4.0)
     p.add_argument("--max-seconds", type=float, default=120.0)
+    p.add_argument("--barge-in-every", type=int, default=0, help="interrupt every K-th answer half-way (0: never)")
     p.add_argument("--cpu", type=int, default=None, help="pin to this CPU (load_bench pins it already)")
     args = p.parse_args()
     pin(args.cpu)

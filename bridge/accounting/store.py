@@ -465,8 +465,18 @@ def _to_row(record: CallRecord) -> list[Any]:
     data = record.to_dict()
     # default=str: an odd value in a transcript entry is stored as text rather than costing
     # the call its record.
-    return [json.dumps(data[c], separators=(",", ":"), default=str) if c in _JSON_FIELDS else data[c]
+    return [json.dumps(data[c], separators=(",", ":"), default=str) if c in _JSON_FIELDS else _storable(data[c])
             for c in _COLUMNS]
+
+
+def _storable(value: Any) -> Any:
+    """Text SQLite can take. It stores text as UTF-8, and a lone surrogate has no UTF-8 form: JSON
+    can still carry one (``"\\ud800"`` is valid JSON, https://www.rfc-editor.org/rfc/rfc8259#section-8.2),
+    so a carrier's stream or call id could hold one and the write would raise UnicodeEncodeError,
+    losing the record. Such a character is stored as U+FFFD. (The JSON columns are ASCII already.)"""
+    if isinstance(value, str) and not value.isascii():
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+    return value
 
 
 def _from_row(row: tuple[Any, ...]) -> CallRecord:

@@ -113,8 +113,9 @@ class EndCall:
 
     @property
     def close_reason(self) -> str:
-        # RFC 6455 allows 123 bytes of UTF-8 in a close reason.
-        return f"{self.reason}: {self.detail}".encode()[:123].decode("utf-8", "ignore")
+        # RFC 6455 allows 123 bytes of UTF-8 in a close reason. The detail can quote the caller
+        # (a format name) and JSON can carry a lone surrogate, which UTF-8 cannot encode: "?".
+        return f"{self.reason}: {self.detail}".encode("utf-8", "replace")[:123].decode("utf-8", "ignore")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ Bounds on bad traffic, per worker:
 * the request head (and the webhook's body) must arrive within ``server.head_timeout_s`` and
   ``server.max_head_bytes`` (:mod:`bridge.server.http`);
 * a carrier WebSocket message above ``server.max_message_bytes`` closes that call with 1009
-  (trio-websocket's ``max_message_size``);
+  (trio-websocket's ``max_message_size``; once the bridge has sent its own close, such a message
+  is dropped instead, see :mod:`bridge.server.wsserver`);
 * live calls are capped at ``server.max_calls_per_worker``: beyond it an upgrade gets 503, and
   when every worker is full the voice webhook answers with the overflow document (Twilio's
   TwiML; other carriers get 503, which their own failover handles).
@@ -36,7 +37,6 @@ from urllib.parse import parse_qsl
 
 import structlog
 import trio
-from trio_websocket import wrap_server_stream
 
 from bridge import metrics
 from bridge.call.runner import CallRunner, WorkerContext
@@ -63,6 +63,7 @@ from bridge.server.occupancy import (
     takes_new_connections,
 )
 from bridge.server.routes import choose_profile, media_url, route, stream_path
+from bridge.server.wsserver import wrap_server_stream
 from bridge.websocket import CallSocket
 from bridge.websocket.adapter import TrioWebSocket
 from bridge.websocket.direct import DirectWebSocket, SocketTransport, accept_response

@@ -155,3 +155,20 @@ def test_absurd_usage_is_malformed_not_a_crash(transcription: object, response: 
     assert meter.malformed_usage == 1
     cost = meter.cost(60.0)
     assert cost.total_usd is not None and cost.total_usd < 1.0
+
+
+# --- closing the caller's socket ----------------------------------------------------------------
+
+
+def test_a_lone_surrogate_the_caller_sent_still_makes_a_close_reason() -> None:
+    # Found by bench/fuzz_bench.py: a Telnyx start whose encoding was the JSON string "\ud800"
+    # ended the call (format mismatch) with a detail quoting it; encoding the close reason raised
+    # UnicodeEncodeError, so the caller's socket was closed without a close frame.
+    carrier = _carrier("telnyx", False)
+    start = json.dumps({"event": "start", "stream_id": "s1", "start": {"call_control_id": "c1",
+                        "media_format": {"encoding": "\ud800", "sample_rate": 8000, "channels": 1}}})  # fmt: skip
+    core = CallCore(Settings(), "c1", 0.0, carrier)
+    [end] = [a for a in core.on_carrier(carrier.parse(start), 0.0) if isinstance(a, EndCall)]
+    assert end.reason is EndReason.PROTOCOL_ERROR and "\ud800" in end.detail
+    reason = end.close_reason.encode("utf-8")  # what the close frame carries
+    assert reason.startswith(b"protocol_error: ") and len(reason) <= 123

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import sqlite3
 from collections.abc import Iterator
@@ -101,6 +102,18 @@ def test_odd_transcript_values_do_not_lose_the_record(store: SqliteRecordStore) 
     store.start(rec)
     got = store.get("odd")
     assert got is not None and got.transcript[0]["at"] == "/x"
+
+
+def test_a_lone_surrogate_in_an_id_does_not_lose_the_record(store: SqliteRecordStore) -> None:
+    # Found by bench/fuzz_bench.py: a stream id sent as the JSON string "\\ud800" made every write
+    # of the call's record raise UnicodeEncodeError (SQLite stores UTF-8), so the call had none.
+    rec = make("lone", stream_sid="\ud800", from_number="+1\udfff555", to_number="+1555\u00e9")
+    store.start(rec)
+    store.finish(dataclasses.replace(rec, status=CallStatus.ENDED, end_reason=EndReason.CALLER_HANGUP, ended_at=T0 + 1))
+    got = store.get("lone")
+    assert got is not None and got.status is CallStatus.ENDED
+    assert got.stream_sid == "\ufffd" and got.from_number == "+1\ufffd555"
+    assert got.to_number == "+1555\u00e9"  # other non-ASCII text is kept as it came
 
 
 def test_finish_without_end_reason_is_kept(store: SqliteRecordStore) -> None:
