@@ -247,6 +247,8 @@ class UsageMeter:
         total_usd = model_usd + transcription_usd + carrier_usd \
             if model_usd is not None and transcription_usd is not None else None
         per_minute = total_usd / (duration / 60.0) if total_usd is not None and duration > 0 else None
+        if per_minute is not None and not math.isfinite(per_minute):
+            per_minute = None  # a duration so short (a denormal) that the rate overflows: no rate
         return CostBreakdown(model_usd=model_usd, transcription_usd=transcription_usd,
                              carrier_usd=carrier_usd, total_usd=total_usd, per_minute_usd=per_minute,
                              known=known, carrier_minutes=minutes, model_parts=parts,

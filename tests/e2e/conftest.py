@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from bridge.accounting.store import SqliteRecordStore
-from bridge.audio.wavfile import CALLER_ULAW, bundled
+from bridge.audio.wavfile import CALLER_ULAW, Wav, bundled
 from bridge.call.runner import CallRunner
 from bridge.testing.caller import CallerOptions, CallResult, Pause, Say, WaitForReply, run_call
 from bridge.testing.simulator_server import SimulatorServer
@@ -30,6 +30,9 @@ from bridge.testing.stack import Stack
 REPO = Path(__file__).resolve().parents[2]
 # The first 1.6 s of the bundled recording: speech, then the caller's silence ends the turn.
 SPEECH = bundled(CALLER_ULAW).data[: 8 * 1600]
+# The first 2.5 s of the caller's recording, for tests whose caller talks over an answer: the
+# whole 8.4 s, said and then said again over the answer, only makes them longer.
+SHORT_SPEECH = Wav(bundled(CALLER_ULAW).encoding, 8000, bundled(CALLER_ULAW).data[: 8000 * 5 // 2])
 API_KEY = "sk-test-not-a-real-key-0000"
 
 

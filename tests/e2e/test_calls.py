@@ -14,7 +14,7 @@ from bridge.audio.wavfile import CALLER_ALAW, CALLER_ULAW, bundled
 from bridge.testing.caller import ALAW, MULAW, CallResult, Pause, Say, WaitForReply
 from bridge.testing.simulator import SimulatorOptions, assistant_audio
 from bridge.testing.stack import Stack, open_stack
-from tests.e2e.conftest import call, run, runner_for
+from tests.e2e.conftest import SHORT_SPEECH, call, run, runner_for
 
 # The default, the other WebSocket implementation (server.websocket), and the CPU levers that change
 # what goes on the wire (appends joined every 40 ms, a mark every 200 ms of answer audio).
@@ -126,6 +126,8 @@ def test_barge_in_end_to_end(variant: str) -> None:
                 stack,
                 realtime=True,
                 interrupt_after_assistant_ms=1500,
+                audio=SHORT_SPEECH,
+                interrupt_audio=SHORT_SPEECH,
                 script=[Say(), WaitForReply(timeout_ms=20_000, settle_ms=600)],
             )
             assert result.ok

@@ -18,7 +18,7 @@ from bridge.testing.simulator import SimulatorOptions
 from bridge.testing.simulator_tools import ToolCall, ToolTrigger
 from bridge.testing.stack import Stack, open_stack
 from bridge.testing.tool_server import ORDER_STATUS, ORDER_STATUS_TOOL, ORDERS, Route, open_tool_server
-from tests.e2e.conftest import call, free_port, run
+from tests.e2e.conftest import SHORT_SPEECH, call, free_port, run
 from tests.openai_types import validate_client
 
 SECRET = "tools-secret-for-the-e2e-tests-0123"
@@ -175,6 +175,8 @@ def test_barge_in_during_a_tool_call_still_clears_playback() -> None:
                 result = await call(
                     stack,
                     interrupt_after_assistant_ms=400,  # talks over the preamble while the tool runs
+                    audio=SHORT_SPEECH,
+                    interrupt_audio=SHORT_SPEECH,
                     script=[Pause(200), Say(), WaitForReply(timeout_ms=20_000, settle_ms=2500)],
                 )
                 assert result.ok, result

@@ -21,7 +21,9 @@ _COMMON = {
     "print_blob": True,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
-settings.register_profile("fast", max_examples=60, **_COMMON)
+# derandomize: the suite explores the same examples on every run, so CI cannot fail by chance;
+# the long profile (and BRIDGE_FUZZ_EXAMPLES) explores new ones each time.
+settings.register_profile("fast", max_examples=40, derandomize=True, **_COMMON)
 settings.register_profile("long", max_examples=5_000, **_COMMON)
 
 _profile = os.environ.get("BRIDGE_FUZZ_PROFILE", "fast")

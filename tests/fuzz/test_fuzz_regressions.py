@@ -172,3 +172,12 @@ def test_a_lone_surrogate_the_caller_sent_still_makes_a_close_reason() -> None:
     assert end.reason is EndReason.PROTOCOL_ERROR and "\ud800" in end.detail
     reason = end.close_reason.encode("utf-8")  # what the close frame carries
     assert reason.startswith(b"protocol_error: ") and len(reason) <= 123
+
+
+def test_a_call_too_short_for_a_rate_has_no_per_minute_cost() -> None:
+    # Found by test_fuzz_meter: 2.2e-311 s made total / (duration / 60) overflow to inf.
+    from bridge.accounting.meter import UsageMeter
+    from bridge.accounting.pricing import PricingConfig
+
+    cost = UsageMeter("gpt-realtime", PricingConfig(), None).cost(2.225073858507e-311)
+    assert cost.per_minute_usd is None
