@@ -466,7 +466,12 @@ class _Call:
             try:
                 await self._speak(ws)
             except ConnectionClosed:
-                pass  # the server hung up; the reader records it
+                # The server hung up while we were sending. The reader may still be draining
+                # messages queued before the close, so it cannot be the one to notice first.
+                if not self._hanging_up and r.closed_by is None:
+                    r.closed_by = "server"
+                    if r.closed_at is None:
+                        r.closed_at = self._rel(trio.current_time())
             except _HangUp:
                 pass  # recorded in result.failure
             self._hanging_up = True
