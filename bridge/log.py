@@ -106,18 +106,24 @@ class LineWriter:
             self._fd = None
         self._thread_lock = threading.RLock()
         self._lock_fd = _lock_fd(lock_path) if lock_path else None
+        self.dropped = 0  # lines that could not be written
 
     def write_line(self, text: str) -> None:
         data = (text + "\n").encode("utf-8", "backslashreplace")
         with self._thread_lock:
-            if self._lock_fd is None:
-                self._write(data)
-                return
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                self._write(data)
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                if self._lock_fd is None:
+                    self._write(data)
+                    return
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                try:
+                    self._write(data)
+                finally:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            except (OSError, ValueError):
+                # The log's reader is gone (a closed pipe or file). A call must never fail because
+                # a log line could not be written: the line is dropped and counted.
+                self.dropped += 1
 
     def _write(self, data: bytes) -> None:
         if self._fd is None:

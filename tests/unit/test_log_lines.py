@@ -123,3 +123,20 @@ def test_each_line_is_one_write(size: int, tmp_path: Path, monkeypatch: pytest.M
     with open(tmp_path / "out", "w") as out:
         LineWriter(out, str(tmp_path / "lock")).write_line("x" * size)
     assert writes == [b"x" * size + b"\n"]
+
+
+def test_a_line_that_cannot_be_written_is_dropped_and_counted() -> None:
+    """A closed log stream (its reader gone) must not raise into the call that logged."""
+    import io
+
+    from bridge.log import LineWriter
+
+    buffer = io.StringIO()
+    to_buffer = LineWriter(buffer)
+    buffer.close()
+    to_buffer.write_line("lost")
+    to_buffer.write_line("lost too")
+    assert to_buffer.dropped == 2
+    kept = io.StringIO()
+    LineWriter(kept).write_line("kept")
+    assert kept.getvalue() == "kept\n"
