@@ -219,7 +219,10 @@ class CallRunner:
             if action.delay_s:
                 await trio.sleep(action.delay_s)
             self._connect_started = trio.current_time()
-            closed: Closed | None = None
+            # The close's code and reason, not the exception: a local holding an exception whose
+            # traceback holds this frame is a cycle, and it kept every ended call in memory until
+            # a full garbage collection (rare in a worker, see gc.set_threshold).
+            closed: tuple[int | None, str | None] | None = None
             engine = self.settings.server.websocket
             secret = key.get_secret_value() if key else None
             try:
@@ -244,13 +247,13 @@ class CallRunner:
                             finally:
                                 self._model_busy.discard(no)
                     except Closed as exc:  # caught here, not around the nursery (an ExceptionGroup there)
-                        closed = exc
+                        closed = (exc.code, exc.reason)
                     pinging.cancel_scope.cancel()
             except UpstreamConnectError as exc:
                 report = self.core.on_model_connect_failed(str(exc), trio.current_time(), session=no)
             else:
                 if closed is not None and no not in self._closed_by_us:
-                    report = self.core.on_model_closed(closed.code, closed.reason, trio.current_time(), session=no)
+                    report = self.core.on_model_closed(*closed, trio.current_time(), session=no)
             finally:
                 self._models.pop(no, None)
         self._model_scopes.pop(no, None)

@@ -157,7 +157,7 @@ class DirectWebSocket:
         self._reader = FrameReader(masked=not client, max_message=max_message)
         self._writer = FrameWriter(masked=client)
         self._early = received  # bytes that arrived with the handshake
-        self._closed: Closed | None = None  # set once the connection is over (raised from then on)
+        self._closed: Closed | None = None  # set once the connection is over (never raised: see _gone)
         self._close_sent = False
         self._peer_closed = trio.Event()  # the peer's close frame (or the end of the stream) was read
         self._reading = False  # a task is inside receive(): aclose must leave the reading to it
@@ -171,10 +171,10 @@ class DirectWebSocket:
     # --- reading -----------------------------------------------------------------------------
     async def receive(self) -> list[str | bytes]:
         if self._closed is not None:
-            raise self._closed
+            raise self._gone()
         if self._draining:  # aclose is reading the rest; what it reads is dropped anyway
             await self._peer_closed.wait()
-            raise self._closed or Closed(ABNORMAL, None)
+            raise self._gone(ABNORMAL)
         self._reading = True
         try:
             while True:
@@ -191,7 +191,7 @@ class DirectWebSocket:
                 if messages:
                     return messages
                 if self._closed is not None:
-                    raise self._closed
+                    raise self._gone()
         finally:
             self._reading = False
 
@@ -201,7 +201,7 @@ class DirectWebSocket:
             events = self._reader.feed(data)
         except ProtocolError as exc:
             await self._fail(exc.code, exc.reason)
-            raise self._closed or Closed(exc.code, exc.reason) from None
+            raise self._gone(exc.code, exc.reason) from None
         messages: list[str | bytes] = []
         for event in events:
             if type(event) is str or type(event) is bytes:
@@ -225,8 +225,18 @@ class DirectWebSocket:
 
     def _lost(self) -> Closed:
         self._finish(Closed(ABNORMAL, None))
-        assert self._closed is not None
-        return self._closed
+        return self._gone()
+
+    def _gone(self, code: int | None = ABNORMAL, reason: str | None = None) -> Closed:
+        """A new exception for the stored close (``code`` and ``reason`` if there is none yet).
+
+        Never the stored one: an exception raised keeps the traceback of every raise, whose frames
+        hold this socket and its call, a cycle only a full garbage collection frees. The worker
+        runs that rarely (``gc.set_threshold``), so every ended call stayed in memory until then.
+        """
+        if self._closed is not None:
+            code, reason = self._closed.code, self._closed.reason
+        return Closed(code, reason)
 
     def _finish(self, closed: Closed) -> None:
         if self._closed is None:
@@ -249,7 +259,7 @@ class DirectWebSocket:
     # --- writing -----------------------------------------------------------------------------
     async def send(self, messages: Sequence[str | bytes]) -> None:
         if self._closed is not None:
-            raise self._closed
+            raise self._gone()
         if self._close_sent:
             raise Closed(None, "closing")
         frame = self._writer.message
@@ -267,13 +277,13 @@ class DirectWebSocket:
 
     async def ping(self) -> None:
         if self._closed is not None:
-            raise self._closed
+            raise self._gone()
         payload = os.urandom(4)
         answered = self._pings[payload] = trio.Event()
         await self._send_control(self._writer.frame(OP_PING, payload))
         await answered.wait()
         if self._closed is not None:
-            raise self._closed
+            raise self._gone()
 
     def _answered(self, payload: bytes) -> None:
         """A pong answers its ping and every earlier one (a peer may answer only the latest)."""
