@@ -75,6 +75,8 @@ def main() -> int:
     p.add_argument("--warmup-min", type=float, default=2.0, help="minutes of warm-up before RSS must stay flat")
     p.add_argument("--rss-mib-per-min", type=float, default=0.5, help="allowed RSS growth after warm-up, MiB/min")
     p.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval")
+    p.add_argument("--websocket", choices=["direct", "trio-websocket"], default=None,
+                   help="server.websocket (default: the service's own default, direct)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -103,11 +105,12 @@ class Soak:
         a = self.args
         py = sys.executable
         total_s = a.minutes * 60.0
+        env = (("BRIDGE_SERVER__WEBSOCKET", a.websocket),) if a.websocket else ()
         if a.workers == 1:  # as load_bench: the worker alone on CPU 0, the load generators on CPU 1
-            setup = Setup("bridge", 1, (0,), (1,))
+            setup = Setup("bridge", 1, (0,), (1,), env=env)
         else:  # as deployed: the kernel places everything on both CPUs
             cpus = tuple(sorted(os.sched_getaffinity(0)))
-            setup = Setup("bridge", a.workers, cpus, cpus)
+            setup = Setup("bridge", a.workers, cpus, cpus, env=env)
         up_port, pub_port = free_port(), free_port()
         up_out, car_out = self.tmp / "upstream.npz", self.tmp / "carrier.npz"
         print(f"soak_bench: {versions()}; {cpu_model()}; {os.cpu_count()} CPUs; {a.calls} calls for {a.minutes:g} min;"
