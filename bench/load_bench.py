@@ -288,6 +288,14 @@ def parse_variants(specs: list[str]) -> dict[str, tuple[tuple[str, str], ...]]:
     return out
 
 
+def run_label(target: str, variant: str, workers: int) -> str:
+    """How a configuration is named in the tables: baseline, bridge, a variant, "×N" workers."""
+    if target == "baseline":
+        return "baseline"
+    name = variant or "bridge"
+    return name if workers == 1 else f"{name} ×{workers}"
+
+
 @dataclass(frozen=True)
 class Setup:
     """What runs where in one step: which bridge, how many worker processes, on which CPUs."""
@@ -301,10 +309,7 @@ class Setup:
 
     @property
     def label(self) -> str:
-        if self.target == "baseline":
-            return "baseline"
-        name = self.variant or "bridge"
-        return name if self.workers == 1 else f"{name} ×{self.workers}"
+        return run_label(self.target, self.variant, self.workers)
 
     @property
     def shared_cpus(self) -> bool:
@@ -341,10 +346,7 @@ class Step:
 
     @property
     def label(self) -> str:
-        if self.target == "baseline":
-            return "baseline"
-        name = self.variant or "bridge"
-        return name if self.workers == 1 else f"{name} ×{self.workers}"
+        return run_label(self.target, self.variant, self.workers)
 
     @property
     def per_call(self) -> float:

@@ -28,6 +28,15 @@ from bridge.websocket.direct import DirectWebSocket, HandshakeFailed, SocketTran
 # --- the server role: a DirectWebSocket accepted on a listener, trio-websocket as the client -------
 
 
+async def read_until_closed(ws: DirectWebSocket, seen: list[Closed]) -> None:
+    """A server handler: read (and drop) messages until the connection ends; keep how it ended."""
+    try:
+        while True:
+            await ws.receive()
+    except Closed as exc:
+        seen.append(exc)
+
+
 @asynccontextmanager
 async def direct_server(
     handler: Callable[[DirectWebSocket], Awaitable[None]], max_message: int = 1 << 20
@@ -91,12 +100,7 @@ def test_server_role_echoes_batches_and_answers_pings() -> None:
 def test_server_role_close_from_either_side_carries_the_code() -> None:
     seen: list[Closed] = []
 
-    async def reader(ws: DirectWebSocket) -> None:
-        try:
-            while True:
-                await ws.receive()
-        except Closed as exc:
-            seen.append(exc)
+    reader = partial(read_until_closed, seen=seen)
 
     async def closer(ws: DirectWebSocket) -> None:
         await ws.receive()
@@ -123,12 +127,7 @@ def test_server_role_close_from_either_side_carries_the_code() -> None:
 def test_server_role_closes_an_oversized_message_with_1009() -> None:
     seen: list[Closed] = []
 
-    async def reader(ws: DirectWebSocket) -> None:
-        try:
-            while True:
-                await ws.receive()
-        except Closed as exc:
-            seen.append(exc)
+    reader = partial(read_until_closed, seen=seen)
 
     async def main() -> None:
         async with direct_server(reader, max_message=4096) as url, open_websocket_url(url) as client:
@@ -147,11 +146,7 @@ def test_a_lost_connection_is_an_abnormal_close_and_sends_then_fail() -> None:
     done = trio.Event()
 
     async def reader(ws: DirectWebSocket) -> None:
-        try:
-            while True:
-                await ws.receive()
-        except Closed as exc:
-            seen.append(exc)
+        await read_until_closed(ws, seen)
         with pytest.raises(Closed):
             await ws.send(["too late"])
         done.set()
